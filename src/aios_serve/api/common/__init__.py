@@ -1,0 +1,1 @@
+"""Shared protocol pieces and the serving pipeline."""

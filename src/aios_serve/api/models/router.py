@@ -1,0 +1,58 @@
+"""`GET /v1/models`, `/health` and `/version`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from aios_serve import __version__
+from aios_serve.api.common.dependencies import registry_of
+from aios_serve.api.common.protocol import unix_now
+from aios_serve.api.common.responses import json_response
+from aios_serve.api.models.protocol import HealthStatus, ModelCard, ModelList, VersionInfo
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models", response_model=ModelList, summary="List served models")
+async def list_models(raw: Request) -> ModelList:
+    registry = registry_of(raw)
+    created = unix_now()
+    cards: list[ModelCard] = []
+    for model in registry.models:
+        spec = model.spec
+        max_len = model.max_model_len if registry.ready else spec.max_model_len
+        for name in spec.served_names:
+            cards.append(
+                ModelCard(
+                    id=name,
+                    created=created,
+                    root=spec.name,
+                    parent=None if name == spec.name else spec.name,
+                    max_model_len=max_len,
+                    capabilities=list(spec.resolved_capabilities()),
+                )
+            )
+    return ModelList(data=cards)
+
+
+@router.get(
+    "/health",
+    response_model=HealthStatus,
+    responses={503: {"model": HealthStatus}},
+    summary="200 once every model is loaded",
+)
+async def health(raw: Request) -> Response:
+    registry = registry_of(raw)
+    status: Literal["ok", "loading", "failed"] = (
+        "ok" if registry.ready else ("failed" if registry.load_error else "loading")
+    )
+    body = HealthStatus(status=status, models={m.spec.name: registry.ready for m in registry.models})
+    return json_response(body, status_code=200 if registry.ready else 503)
+
+
+@router.get("/version", response_model=VersionInfo, summary="Server version")
+async def version() -> VersionInfo:
+    return VersionInfo(version=__version__)

@@ -1,0 +1,68 @@
+"""The FastAPI application: routers of every API family over one model registry."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from aios_serve import __version__
+from aios_serve.config import ServerConfig
+from aios_serve.errors import ApiError, ErrorKind, error_response, install_error_handlers
+from aios_serve.registry import ModelRegistry
+
+log = logging.getLogger("aios_serve.app")
+
+# One package per API family under aios_serve.api, each exposing `router`.
+API_FAMILIES = ("models", "embeddings", "rerank", "score", "completions", "chat", "tokenize")
+
+
+def _family_routers() -> list[object]:
+    routers = []
+    for family in API_FAMILIES:
+        module_name = f"aios_serve.api.{family}.router"
+        if importlib.util.find_spec(f"aios_serve.api.{family}") is None:
+            continue
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        routers.append(importlib.import_module(module_name).router)
+    return routers
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """Build the app; models load in the background and /health turns 200 when done."""
+    registry = ModelRegistry(config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(registry.start())
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            await registry.stop()
+
+    app = FastAPI(
+        title="aios-serve",
+        version=__version__,
+        summary="A self-hosted server for the AIOS API (OpenAI- and vLLM-compatible).",
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+    install_error_handlers(app)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(ApiError(ErrorKind.INTERNAL, f"Internal error: {type(exc).__name__}"))
+
+    app.add_exception_handler(Exception, on_unexpected)
+    for router in _family_routers():
+        app.include_router(router)  # type: ignore[arg-type]
+    return app

