@@ -8,6 +8,7 @@ from typing import ClassVar, Generic, Protocol, TypeVar
 from fastapi import Request
 from starlette.responses import Response
 
+from aios_serve.api.common.request_state import note_model
 from aios_serve.config import Capability
 from aios_serve.registry import ModelRegistry, ServedModel
 
@@ -33,6 +34,7 @@ class ServingPipeline(ABC, Generic[RequestT, WorkT, ResultT]):
 
     async def handle(self, request: RequestT, raw: Request) -> Response:
         model = self.registry.resolve(request.model, self.capability)
+        note_model(raw, request.model)
         self.validate(request, model)
         work = await self.preprocess(request, model)
         result = await self.run(request, model, work, raw)

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from aios_serve.api.common.pipeline import ServingPipeline
 from aios_serve.api.common.protocol import new_id, unix_now
+from aios_serve.api.common.request_state import note_usage
 from aios_serve.api.common.responses import json_response
 from aios_serve.api.embeddings.protocol import EmbeddingRequest
 from aios_serve.engine.encoder import EncoderModel, TokenizedTexts
@@ -59,6 +60,7 @@ class EmbeddingServing(ServingPipeline[EmbeddingRequest, TokenizedTexts, np.ndar
         self, request: EmbeddingRequest, model: ServedModel, work: TokenizedTexts, raw: Request
     ) -> np.ndarray:
         vectors = await as_encoder(model).embed(work)
+        note_usage(raw, work.token_count)
         if request.dimensions is not None:
             vectors = vectors[:, : request.dimensions]
             vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
