@@ -1,0 +1,77 @@
+"""The interface the generation engine drives; llama.cpp and transformers implement it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Logits = npt.NDArray[np.float32]
+
+
+@dataclass
+class BatchItem:
+    """A run of tokens for one or more sequences that share them (a shared prompt prefix).
+
+    `start_pos` is the position of the first token; with `want_logits` the backend returns the
+    logits after the last token.
+    """
+
+    tokens: list[int]
+    start_pos: int
+    seq_ids: list[int]
+    want_logits: bool = True
+    logits: Logits | None = field(default=None, repr=False)
+
+
+class KvCacheFull(RuntimeError):
+    """The backend had no free cache cells for this batch; nothing was written."""
+
+
+class GenerationBackend(Protocol):
+    """A loaded causal LM that decodes multi-sequence batches and owns its KV cache."""
+
+    @property
+    def n_vocab(self) -> int: ...
+
+    @property
+    def context_length(self) -> int:
+        """The longest sequence (prompt plus output) one sequence may hold."""
+
+    @property
+    def max_sequences(self) -> int:
+        """How many sequence ids (0..n-1) the cache holds at once."""
+
+    @property
+    def max_batch_tokens(self) -> int: ...
+
+    @property
+    def chat_template(self) -> str | None: ...
+
+    @property
+    def bos_token(self) -> str: ...
+
+    @property
+    def eos_token(self) -> str: ...
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]: ...
+
+    def token_bytes(self, token_id: int, special: bool = False) -> bytes:
+        """The bytes a token adds to the text; control tokens are empty unless `special`."""
+
+    def detokenize(self, token_ids: list[int], skip_special: bool = True) -> str: ...
+
+    def is_end_of_generation(self, token_id: int) -> bool: ...
+
+    def decode(self, items: list[BatchItem]) -> None:
+        """Run one forward pass over all items; fill `item.logits` where asked.
+
+        Raises KvCacheFull when the cache has no room (the cache is left as it was).
+        """
+
+    def remove_sequence(self, seq_id: int) -> None:
+        """Free every cache cell the sequence holds."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,275 @@
+"""The continuous-batching loop: one thread per model owns the backend and its KV cache.
+
+Each step decodes one token for every running sequence and, in the same batch, a chunk of
+prompt for requests that just joined. Finished or cancelled sequences free their KV cells at
+once; the n choices of a request share one prefill (tokens carry all their sequence ids).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+
+import numpy as np
+
+from aios_serve.engine.generation.backend import BatchItem, GenerationBackend, KvCacheFull
+from aios_serve.engine.generation.sampling import token_logprobs
+from aios_serve.engine.generation.sequence import (
+    PrefillTask,
+    RequestState,
+    RequestUpdate,
+    Sequence,
+)
+
+log = logging.getLogger("aios_serve.engine.generation")
+
+_WAKE = object()
+_STOP = object()
+
+
+class GenerationEngine:
+    """Schedules requests as sequences of one multi-sequence batch."""
+
+    def __init__(self, backend: GenerationBackend, kv_cells: int, name: str) -> None:
+        self.backend = backend
+        self.kv_cells = kv_cells
+        self._commands: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._free_slots = list(range(backend.max_sequences - 1, -1, -1))
+        self._waiting: collections.deque[RequestState] = collections.deque()
+        self._active: list[RequestState] = []
+        self._prefills: list[PrefillTask] = []
+        self._eog_ids = [t for t in range(backend.n_vocab) if backend.is_end_of_generation(t)]
+        self._eog_set = set(self._eog_ids)
+        self._thread = threading.Thread(target=self._run, name=f"generate-{name}", daemon=True)
+        self.steps = 0
+
+    @property
+    def eog_ids(self) -> list[int]:
+        return list(self._eog_ids)
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._commands.put(_STOP)
+        self._thread.join(timeout=30)
+
+    def submit(self, state: RequestState) -> None:
+        """Queue a request; it joins the batch at the next step (thread-safe)."""
+        self._commands.put(state)
+
+    def wake(self) -> None:
+        self._commands.put(_WAKE)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            if not self._take_commands(block=not (self._active or self._waiting)):
+                break
+            try:
+                self._step()
+            except Exception as exc:  # a backend failure fails the running requests, not the loop
+                log.exception("generation step failed")
+                self._fail_all(exc)
+        self._fail_all(RuntimeError("the model is shutting down"))
+
+    def _take_commands(self, block: bool) -> bool:
+        """Move submitted requests into the waiting queue; False when asked to stop."""
+        try:
+            command = self._commands.get(block=block)
+        except queue.Empty:
+            return True
+        while True:
+            if command is _STOP:
+                return False
+            if isinstance(command, RequestState):
+                self._waiting.append(command)
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _step(self) -> None:
+        self._drop_cancelled()
+        self._admit()
+        items, owners = self._build_batch()
+        if not items:
+            return
+        try:
+            self.backend.decode(items)
+        except KvCacheFull:
+            self._preempt_newest()
+            return
+        self.steps += 1
+        touched: dict[int, RequestState] = {}
+        for item, (state, target) in zip(items, owners, strict=True):
+            touched[id(state)] = state
+            if isinstance(target, PrefillTask):
+                target.done += len(item.tokens)
+                if target.remaining:
+                    continue
+                self._prefills.remove(target)
+                for seq in target.seqs:
+                    seq.n_cached = len(target.tokens)
+            else:
+                target.n_cached += 1
+                target.pending = None
+            assert item.logits is not None
+            seqs = target.seqs if isinstance(target, PrefillTask) else [target]
+            for seq in seqs:
+                self._advance(state, seq, item.logits)
+        for state in touched.values():
+            self._publish(state)
+
+    def _build_batch(self) -> tuple[list[BatchItem], list[tuple[RequestState, PrefillTask | Sequence]]]:
+        items: list[BatchItem] = []
+        owners: list[tuple[RequestState, PrefillTask | Sequence]] = []
+        budget = self.backend.max_batch_tokens
+        for state in self._active:
+            for seq in state.seqs:
+                if seq.pending is not None and seq.slot is not None and budget > 0:
+                    items.append(BatchItem([seq.pending], seq.n_cached, [seq.slot]))
+                    owners.append((state, seq))
+                    budget -= 1
+        for task in self._prefills:
+            if budget <= 0:
+                break
+            take = min(budget, task.remaining)
+            chunk = task.tokens[task.done : task.done + take]
+            slots = [seq.slot for seq in task.seqs if seq.slot is not None]
+            items.append(BatchItem(chunk, task.done, slots, want_logits=take == task.remaining))
+            owners.append((self._owner_of(task), task))
+            budget -= take
+        return items, owners
+
+    def _owner_of(self, task: PrefillTask) -> RequestState:
+        for state in self._active:
+            if task.seqs[0] in state.seqs:
+                return state
+        raise RuntimeError("prefill task without a request")
+
+    # --- per-token work -------------------------------------------------------------------
+
+    def _advance(self, state: RequestState, seq: Sequence, logits: np.ndarray) -> None:
+        """Sample the next token of `seq` and decide whether it has finished."""
+        if seq.finished:
+            return
+        params = state.params
+        token = seq.sampler.sample(logits, len(seq.generated))
+        if params.logprobs is not None:
+            seq.new_logprobs.append(token_logprobs(logits, token, params.logprobs))
+        seq.generated.append(token)
+        seq.new_tokens.append(token)
+        seq.sampler.record(token)
+        seq.pending = token
+        if token in params.stop_token_ids:
+            self._finish(seq, "stop", token)
+        elif not params.ignore_eos and token in self._eog_set:
+            self._finish(seq, "stop", None)
+        else:
+            stop = seq.text.append(self.backend.token_bytes(token))
+            if stop is not None:
+                self._finish(seq, "stop", stop)
+        if seq.finished:
+            return
+        if (
+            len(seq.generated) >= params.max_tokens
+            or len(state.prompt_ids) + len(seq.generated) >= self.backend.context_length
+        ):
+            self._finish(seq, "length", None)
+
+    def _finish(self, seq: Sequence, reason: str, stop_reason: int | str | None) -> None:
+        seq.finish_reason = reason
+        seq.stop_reason = stop_reason
+        seq.pending = None
+        seq.text.finish()
+        self._release(seq)
+
+    def _release(self, seq: Sequence) -> None:
+        if seq.slot is not None:
+            self.backend.remove_sequence(seq.slot)
+            self._free_slots.append(seq.slot)
+            seq.slot = None
+        seq.n_cached = 0
+
+    def _publish(self, state: RequestState) -> None:
+        update = state.take_update()
+        if update is not None:
+            state.deliver(update)
+        if state.done:
+            self._remove(state)
+
+    def _remove(self, state: RequestState) -> None:
+        for seq in state.seqs:
+            self._release(seq)
+        self._prefills = [t for t in self._prefills if t.seqs[0] not in state.seqs]
+        if state in self._active:
+            self._active.remove(state)
+
+    # --- scheduling -----------------------------------------------------------------------
+
+    def _drop_cancelled(self) -> None:
+        for state in [s for s in self._active if s.cancelled]:
+            self._remove(state)
+        if any(s.cancelled for s in self._waiting):
+            self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
+
+    def _admit(self) -> None:
+        """Move waiting requests into the batch while slots and KV cells allow."""
+        used = sum(state.cached_tokens() for state in self._active)
+        while self._waiting:
+            state = self._waiting[0]
+            tasks = state.unadmitted_tasks()
+            needed_slots = sum(len(t.seqs) for t in tasks)
+            needed_cells = sum(len(t.tokens) for t in tasks) + needed_slots
+            if needed_slots > len(self._free_slots):
+                break
+            if self._active and used + needed_cells > self.kv_cells:
+                break
+            self._waiting.popleft()
+            for task in tasks:
+                for seq in task.seqs:
+                    seq.slot = self._free_slots.pop()
+                    seq.n_cached = 0
+                    seq.pending = None
+            self._prefills.extend(tasks)
+            self._active.append(state)
+            used += needed_cells
+
+    def _preempt_newest(self) -> None:
+        """The cache is full: put the newest request back to wait (it recomputes later)."""
+        victim = max(self._active, key=lambda s: s.order)
+        if len(self._active) == 1:
+            log.warning("KV cache full with one request; ending it at its current length")
+            for seq in victim.seqs:
+                if not seq.finished:
+                    self._finish(seq, "length", None)
+            self._publish(victim)
+            return
+        log.info("KV cache full: preempting a request for recomputation")
+        for seq in victim.seqs:
+            self._release(seq)
+            seq.pending = None
+        self._prefills = [t for t in self._prefills if t.seqs[0] not in victim.seqs]
+        self._active.remove(victim)
+        self._waiting.appendleft(victim)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for state in [*self._active, *self._waiting]:
+            for seq in state.seqs:
+                self._release(seq)
+            state.deliver(RequestUpdate(error=exc, finished=True))
+        self._active.clear()
+        self._waiting.clear()
+        self._prefills.clear()

@@ -1,0 +1,32 @@
+"""Typed engine options for generation models, read from the config's `options`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GenerationOptions(BaseModel):
+    """Per-model options for the generation engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["auto", "llama_cpp", "transformers"] = "auto"
+    """`auto`: a .gguf file runs on llama.cpp, a folder on transformers."""
+    n_ctx: int | None = Field(default=None, gt=0)
+    """The longest prompt plus output of one sequence; default: the trained context."""
+    kv_cells: int | None = Field(default=None, gt=0)
+    """KV cache cells shared by all sequences; default: max(n_ctx, 16384)."""
+    max_num_seqs: int = Field(default=16, gt=0, le=256)
+    """Sequences decoded together (n choices count one each)."""
+    max_batch_tokens: int = Field(default=512, ge=16)
+    """Tokens per engine step (decode tokens plus prompt chunks)."""
+    n_threads: int | None = Field(default=None, gt=0)
+    n_threads_batch: int | None = Field(default=None, gt=0)
+    flash_attn: bool | None = None
+    max_queued_requests: int = Field(default=256, gt=0)
+    chat_template: str | None = None
+    """A Jinja chat template that replaces the one in the weights."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """transformers backend only."""

@@ -1,0 +1,178 @@
+"""State of requests and their sequences inside the engine loop, and the updates it sends out."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aios_serve.engine.generation.sampling import SamplingParams, SequenceSampler, TokenLogprobs
+from aios_serve.engine.generation.text import OutputText
+
+log = logging.getLogger("aios_serve.engine.generation")
+
+_request_counter = itertools.count()
+
+
+@dataclass
+class ChoiceUpdate:
+    """What one choice produced since the last update."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprobs]
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+@dataclass
+class RequestUpdate:
+    """One engine step's output for a request: its choices that moved, or an error."""
+
+    choices: list[ChoiceUpdate] = field(default_factory=list)
+    error: BaseException | None = None
+    finished: bool = False
+
+
+class Sequence:
+    """One choice: its KV slot, generated tokens, sampler and text."""
+
+    def __init__(self, index: int, params: SamplingParams, eog_ids: list[int]) -> None:
+        self.index = index
+        self.slot: int | None = None
+        self.sampler = SequenceSampler(params, index, eog_ids)
+        self.text = OutputText(params.stop)
+        self.generated: list[int] = []
+        self.pending: int | None = None
+        """The last sampled token, not yet written to the KV cache."""
+        self.n_cached = 0
+        self.finish_reason: str | None = None
+        self.stop_reason: int | str | None = None
+        self.new_tokens: list[int] = []
+        self.new_logprobs: list[TokenLogprobs] = []
+        self.reported_finish = False
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass
+class PrefillTask:
+    """Tokens to write to the KV cache for sequences that share them (n choices, one prompt)."""
+
+    tokens: list[int]
+    seqs: list[Sequence]
+    done: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.tokens) - self.done
+
+
+class RequestState:
+    """A request in the engine: its prompt, its choices, and where to send updates."""
+
+    def __init__(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        n: int,
+        eog_ids: list[int],
+        deliver: Callable[[RequestUpdate], None],
+    ) -> None:
+        self.order = next(_request_counter)
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.seqs = [Sequence(i, params, eog_ids) for i in range(n)]
+        self.tasks: list[PrefillTask] = []
+        self.deliver = deliver
+        self.cancelled = False
+
+    def unadmitted_tasks(self) -> list[PrefillTask]:
+        """The prefill work this request needs before its sequences can decode again."""
+        live = [s for s in self.seqs if not s.finished]
+        if all(not s.generated for s in live):
+            return [PrefillTask(list(self.prompt_ids), live)]
+        return [PrefillTask(self.prompt_ids + s.generated, [s]) for s in live]
+
+    @property
+    def done(self) -> bool:
+        return all(s.finished for s in self.seqs)
+
+    def cached_tokens(self) -> int:
+        """An estimate of the KV cells this request holds (the prompt once, outputs per seq)."""
+        return len(self.prompt_ids) + sum(len(s.generated) for s in self.seqs if s.slot is not None)
+
+    def take_update(self) -> RequestUpdate | None:
+        """Collect the choices that moved since the last call."""
+        choices: list[ChoiceUpdate] = []
+        for seq in self.seqs:
+            if seq.reported_finish:
+                continue
+            final = seq.finished
+            delta = seq.text.take_delta(final)
+            if not (delta or seq.new_tokens or final):
+                continue
+            choices.append(
+                ChoiceUpdate(
+                    index=seq.index,
+                    text=delta,
+                    token_ids=seq.new_tokens,
+                    logprobs=seq.new_logprobs,
+                    finish_reason=seq.finish_reason,
+                    stop_reason=seq.stop_reason,
+                )
+            )
+            seq.new_tokens, seq.new_logprobs = [], []
+            seq.reported_finish = final
+        if not choices:
+            return None
+        return RequestUpdate(choices=choices, finished=self.done)
+
+
+class UpdateStream:
+    """The asyncio side of a request: updates arrive from the engine thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, prompt_tokens: int) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[RequestUpdate] = asyncio.Queue()
+        self.prompt_tokens = prompt_tokens
+        self.state: RequestState | None = None
+        self._wake: Callable[[], None] | None = None
+        self._closed = False
+
+    def bind(self, state: RequestState, wake: Callable[[], None]) -> None:
+        self.state = state
+        self._wake = wake
+
+    def deliver(self, update: RequestUpdate) -> None:
+        """Called on the engine thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, update)
+        except RuntimeError:  # the event loop is gone (shutdown)
+            log.debug("dropping an update for a closed event loop")
+
+    def cancel(self) -> None:
+        """Stop generating; the engine frees the request's KV cells at its next step."""
+        if self.state is not None and not self._closed:
+            self.state.cancelled = True
+            if self._wake is not None:
+                self._wake()
+
+    def __aiter__(self) -> UpdateStream:
+        return self
+
+    async def __anext__(self) -> RequestUpdate:
+        if self._closed:
+            raise StopAsyncIteration
+        update = await self._queue.get()
+        if update.error is not None:
+            self._closed = True
+            raise update.error
+        if update.finished:
+            self._closed = True
+        return update
