@@ -1,0 +1,1 @@
+"""The Completions API (POST /v1/completions)."""

@@ -1,0 +1,1 @@
+"""vLLM-style /tokenize and /detokenize for generation models."""
