@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.guarded import GuardedServer, guarded_server
 from tests.servers import running_server, write_config
 from tests.tiny_models import build_cross_encoder
 
@@ -45,3 +46,10 @@ def encoder_url(tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Pat
     )
     with running_server(config, folder / "server.log") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def guarded(tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Path) -> Iterator[GuardedServer]:
+    """One server with API keys, tight limits, a small queue and a misconfigured model."""
+    with guarded_server(tmp_path_factory.mktemp("guarded-server"), cross_encoder_dir) as server:
+        yield server

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from aios_serve import __version__
 from aios_serve.config import ServerConfig
 from aios_serve.errors import ApiError, ErrorKind, error_response, install_error_handlers
+from aios_serve.lifecycle import install_guards
 from aios_serve.registry import ModelRegistry
 
 log = logging.getLogger("aios_serve.app")
@@ -57,6 +58,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.state.registry = registry
     install_error_handlers(app)
+    install_guards(app, config)  # request guard, API keys, body-size limit
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

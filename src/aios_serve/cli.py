@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-import uvicorn
-
 from aios_serve import __version__
 from aios_serve.app import create_app
-from aios_serve.config import load_config
+from aios_serve.config import ServerConfig, load_config
+from aios_serve.lifecycle import serve
+from aios_serve.security import parse_api_keys
+
+API_KEYS_ENV = "AIOS_API_KEYS"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,16 +28,30 @@ def _parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=None, help="YAML model config (default: bundled models)"
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="[NAME:]KEY",
+        help=f"require this API key (repeatable); also {API_KEYS_ENV}=name:key,name2:key2",
+    )
     return parser
+
+
+def _with_api_keys(config: ServerConfig, from_args: list[str]) -> ServerConfig:
+    """Add keys from the environment and the command line to those in the config."""
+    entries = [os.environ.get(API_KEYS_ENV, ""), *from_args]
+    added = parse_api_keys(entries, first_number=len(config.api_keys) + 1)
+    return config.model_copy(update={"api_keys": [*config.api_keys, *added]})
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
-        config = load_config(args.config)
+        config = _with_api_keys(load_config(args.config), args.api_key)
         app = create_app(config)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        serve(app, args.host, args.port, args.log_level, config.drain_timeout_s)
     return 0
 
 

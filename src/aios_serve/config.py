@@ -8,6 +8,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aios_serve.limits.settings import LimitsConfig
+from aios_serve.security.api_keys import ApiKeySpec
+
 Capability = Literal["embeddings", "rerank", "score", "completions", "chat", "tools"]
 ModelKind = Literal["embedding", "cross-encoder", "generate"]
 
@@ -57,6 +60,12 @@ class ServerConfig(BaseModel):
 
     models: list[ModelSpec] = Field(min_length=1)
     data_dir: str | None = None
+    api_keys: list[ApiKeySpec] = Field(default_factory=list)
+    """With any key set, every path but `open_paths` needs `Authorization: Bearer <key>`."""
+    open_paths: list[str] = Field(default_factory=lambda: ["/health", "/metrics"])
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    drain_timeout_s: int = Field(default=30, ge=0)
+    """On SIGTERM, how long requests in flight may take to finish before they are cancelled."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServerConfig:
@@ -66,6 +75,14 @@ class ServerConfig(BaseModel):
                 if name in seen:
                     raise ValueError(f"served name {name!r} is used twice")
                 seen.add(name)
+        return self
+
+    @model_validator(mode="after")
+    def _queue_bound(self) -> ServerConfig:
+        """`limits.max_queued_requests` applies to every model that sets no bound of its own."""
+        if self.limits.max_queued_requests is not None:
+            for spec in self.models:
+                spec.options.setdefault("max_queued_requests", self.limits.max_queued_requests)
         return self
 
 

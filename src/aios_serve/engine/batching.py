@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,10 @@ class BatchScheduler(Generic[ItemT]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encoder-{name}")
         self._worker: asyncio.Task[None] | None = None
         self.last_batch_size = 0
+        self.processed_items = 0
+        """Sequences that went through a forward pass."""
+        self.dropped_items = 0
+        """Sequences never run because their request was cancelled (client gone, timeout)."""
 
     @property
     def queued_requests(self) -> int:
@@ -98,7 +103,21 @@ class BatchScheduler(Generic[ItemT]):
         )
         self._jobs.append(job)
         self._wakeup.set()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._forget(job)
+            raise
+
+    def _forget(self, job: _Job[ItemT]) -> None:
+        """A cancelled request leaves the queue at once; its sequences not yet run are dropped."""
+        future_was_pending = job.future.cancel()
+        with contextlib.suppress(ValueError):
+            self._jobs.remove(job)
+        dropped = len(job.items) - job.next_item
+        self.dropped_items += dropped
+        if future_was_pending:
+            log.info("request cancelled: dropped %d of its %d queued sequences", dropped, len(job.items))
 
     def _take_batch(self) -> list[tuple[_Job[ItemT], int]]:
         """Pick sequences round-robin across jobs until the token budget is used."""
@@ -161,16 +180,41 @@ class BatchScheduler(Generic[ItemT]):
             batch = [job.items[index] for job, index in picked]
             try:
                 outputs = await loop.run_in_executor(self._executor, self._forward_sorted, batch)
-            except Exception as exc:  # one bad batch fails its own requests only
-                log.exception("encoder forward failed")
-                for job, _ in picked:
-                    if not job.future.done():
-                        job.future.set_exception(
-                            ApiError(ErrorKind.INTERNAL, f"Inference failed: {type(exc).__name__}")
-                        )
+            except Exception as exc:
+                log.exception("encoder forward failed for a batch of %d sequences", len(batch))
+                await self._isolate_failure(picked, exc)
                 continue
-            for (job, index), row in zip(picked, outputs, strict=True):
-                job.outputs[index] = row
-                job.done_items += 1
-                if job.done_items == len(job.items) and not job.future.done():
-                    job.future.set_result(np.stack([r for r in job.outputs if r is not None]))
+            self._deliver(picked, outputs)
+
+    def _deliver(self, picked: list[tuple[_Job[ItemT], int]], outputs: list[np.ndarray]) -> None:
+        self.processed_items += len(picked)
+        for (job, index), row in zip(picked, outputs, strict=True):
+            job.outputs[index] = row
+            job.done_items += 1
+            if job.done_items == len(job.items) and not job.future.done():
+                job.future.set_result(np.stack([r for r in job.outputs if r is not None]))
+
+    async def _isolate_failure(self, picked: list[tuple[_Job[ItemT], int]], error: Exception) -> None:
+        """Rerun a failed batch one request at a time: only the requests whose own sequences
+        fail get the 500; the others that shared the batch get their results."""
+        loop = asyncio.get_running_loop()
+        by_job: dict[int, list[tuple[_Job[ItemT], int]]] = {}
+        for job, index in picked:
+            by_job.setdefault(id(job), []).append((job, index))
+        for group in by_job.values():
+            job = group[0][0]
+            if job.future.done():
+                continue
+            if len(by_job) > 1:
+                try:
+                    batch = [job.items[index] for _, index in group]
+                    outputs = await loop.run_in_executor(self._executor, self._forward_sorted, batch)
+                except Exception as exc:
+                    error = exc
+                else:
+                    self._deliver(group, outputs)
+                    continue
+            if not job.future.done():
+                job.future.set_exception(
+                    ApiError(ErrorKind.INTERNAL, f"Inference failed: {type(error).__name__}")
+                )

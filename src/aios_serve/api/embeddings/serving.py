@@ -15,6 +15,7 @@ from aios_serve.api.common.responses import json_response
 from aios_serve.api.embeddings.protocol import EmbeddingRequest
 from aios_serve.engine.encoder import EncoderModel, TokenizedTexts
 from aios_serve.errors import invalid
+from aios_serve.limits import check_count, check_total_tokens
 from aios_serve.registry import ServedModel
 
 
@@ -34,6 +35,9 @@ class EmbeddingServing(ServingPipeline[EmbeddingRequest, TokenizedTexts, np.ndar
     capability = "embeddings"
 
     def validate(self, request: EmbeddingRequest, model: ServedModel) -> None:
+        given = request.input
+        inputs = 1 if isinstance(given, str) or isinstance(given[0], int) else len(given)
+        check_count(inputs, self.registry.config.limits.max_embedding_inputs, "input", "inputs")
         if request.dimensions is not None:
             matryoshka = as_encoder(model).spec.options.get("matryoshka_dimensions")
             if not matryoshka:
@@ -46,6 +50,11 @@ class EmbeddingServing(ServingPipeline[EmbeddingRequest, TokenizedTexts, np.ndar
                 raise invalid(f"dimensions must be one of {matryoshka}.", "dimensions")
 
     async def preprocess(self, request: EmbeddingRequest, model: ServedModel) -> TokenizedTexts:
+        work = await self._tokenize(request, model)
+        check_total_tokens(work.token_count, self.registry.config.limits.max_request_tokens, "input")
+        return work
+
+    async def _tokenize(self, request: EmbeddingRequest, model: ServedModel) -> TokenizedTexts:
         encoder = as_encoder(model)
         given = request.input
         if isinstance(given, str):

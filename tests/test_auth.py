@@ -1,0 +1,111 @@
+"""API keys against a real server: 401 in the OpenAI shape, named callers, open paths, no key in logs."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from aios_serve.security import KeyRing, parse_api_keys
+from tests.guarded import EMBEDDING, KEYS, GuardedServer, auth
+
+WRONG_KEY = "sk-not-a-key-93e1"
+
+
+def assert_401(response: httpx.Response) -> None:
+    assert response.status_code == 401, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == 401 and error["type"] == "AuthenticationError"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/embeddings"),
+        ("POST", "/v1/rerank"),
+        ("POST", "/score"),
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/v1/models"),
+        ("GET", "/version"),
+        ("GET", "/v1/usage"),
+        ("GET", "/no/such/path"),
+    ],
+)
+def test_api_paths_need_a_key(guarded: GuardedServer, method: str, path: str) -> None:
+    body = {"model": EMBEDDING, "input": "hello"} if method == "POST" else None
+    assert_401(httpx.request(method, guarded.url + path, json=body))
+    assert_401(httpx.request(method, guarded.url + path, json=body, headers={"Authorization": WRONG_KEY}))
+    assert_401(
+        httpx.request(method, guarded.url + path, json=body, headers={"Authorization": f"Bearer {WRONG_KEY}"})
+    )
+
+
+def test_health_and_metrics_stay_open(guarded: GuardedServer) -> None:
+    assert httpx.get(f"{guarded.url}/health").status_code == 200
+    assert httpx.get(f"{guarded.url}/metrics").status_code == 200
+
+
+def test_openai_client_with_and_without_key(guarded: GuardedServer) -> None:
+    for name, key in KEYS.items():  # alice from the config file, bob from --api-key
+        client = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key=key, max_retries=0)
+        response = client.embeddings.create(model=EMBEDDING, input=f"hello from {name}")
+        assert len(response.data[0].embedding) == 384
+    client = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key=WRONG_KEY, max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as raised:
+        client.embeddings.create(model=EMBEDDING, input="hello")
+    assert WRONG_KEY not in str(raised.value)
+
+
+def test_bearer_scheme_is_case_insensitive(guarded: GuardedServer) -> None:
+    response = httpx.get(f"{guarded.url}/v1/models", headers={"authorization": f"bearer {KEYS['bob']}"})
+    assert response.status_code == 200
+
+
+def test_key_name_is_the_caller_in_usage(guarded: GuardedServer) -> None:
+    marker = f"usage-marker-{time.time_ns()}"
+    response = httpx.post(
+        f"{guarded.url}/v1/embeddings", json={"model": EMBEDDING, "input": marker}, headers=auth("bob")
+    )
+    assert response.status_code == 200
+    deadline = time.monotonic() + 15
+    while True:
+        usage = httpx.get(f"{guarded.url}/v1/usage", params={"group_by": "caller"}, headers=auth("alice"))
+        assert usage.status_code == 200, usage.text
+        callers = {row["caller"] for row in usage.json()["data"]}
+        if "bob" in callers or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "bob" in callers
+    assert not callers & {KEYS["bob"], KEYS["alice"]}
+    own = httpx.get(f"{guarded.url}/v1/usage", params={"group_by": "caller"}, headers=auth("bob")).json()
+    assert {row["caller"] for row in own["data"]} == {"bob"}  # a non-admin key sees its own usage
+
+
+def test_keys_never_reach_the_log(guarded: GuardedServer) -> None:
+    httpx.get(f"{guarded.url}/v1/models", headers={"Authorization": f"Bearer {WRONG_KEY}"})
+    httpx.get(f"{guarded.url}/v1/models", headers=auth("alice"))
+    log = guarded.log_text()
+    assert "sk-" not in log
+    for secret in [*KEYS.values(), WRONG_KEY]:
+        assert secret not in log
+
+
+def test_key_parsing_formats() -> None:
+    specs = parse_api_keys(["ci:sk-one, sk-two", "", "ops:sk:with:colons"])
+    assert [(s.name, s.key.get_secret_value()) for s in specs] == [
+        ("ci", "sk-one"),
+        ("key-2", "sk-two"),
+        ("ops", "sk:with:colons"),
+    ]
+    assert "sk-one" not in repr(specs)
+    with pytest.raises(ValueError):
+        parse_api_keys([":sk-no-name"])
+    with pytest.raises(ValueError, match="twice"):
+        KeyRing(parse_api_keys(["a:same", "b:same"]))
+    ring = KeyRing(parse_api_keys(["a:k1", "b:k2"]))
+    assert ring.caller_for("k2") is not None and ring.caller_for("k2").name == "b"  # type: ignore[union-attr]
+    assert ring.caller_for("k3") is None
