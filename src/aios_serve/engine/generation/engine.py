@@ -221,7 +221,9 @@ class GenerationEngine:
 
     def _drop_cancelled(self) -> None:
         for state in [s for s in self._active if s.cancelled]:
+            generated = sum(len(seq.generated) for seq in state.seqs)
             self._remove(state)
+            log.info("request %d cancelled after %d tokens; its KV cells are free", state.order, generated)
         if any(s.cancelled for s in self._waiting):
             self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
 

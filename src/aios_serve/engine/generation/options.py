@@ -25,6 +25,7 @@ class GenerationOptions(BaseModel):
     n_threads: int | None = Field(default=None, gt=0)
     n_threads_batch: int | None = Field(default=None, gt=0)
     flash_attn: bool | None = None
+    """llama.cpp flash attention; None lets llama.cpp decide (on, for CPU builds here)."""
     max_queued_requests: int = Field(default=256, gt=0)
     chat_template: str | None = None
     """A Jinja chat template that replaces the one in the weights."""

@@ -1,0 +1,46 @@
+"""One SmolLM2 generation server shared by every generation test module (started on first use,
+stopped at interpreter exit), plus the small helpers those tests share."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import tempfile
+from pathlib import Path
+
+from tests.servers import running_server, write_config
+
+SMOL = "smollm2-135m-instruct"
+SMOL_ALIAS = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+_state: dict[str, object] = {}
+
+
+def _start() -> tuple[str, Path]:
+    folder = Path(tempfile.mkdtemp(prefix="gen-server-"))
+    config = write_config(
+        folder,
+        [
+            {
+                "name": SMOL,
+                "aliases": [SMOL_ALIAS],
+                "kind": "generate",
+                "bundled": "smollm2-135m-instruct",
+                "options": {"n_threads": 2, "max_num_seqs": 16},
+            },
+            {"name": "minilm", "kind": "embedding", "bundled": "all-minilm-l6-v2"},
+        ],
+    )
+    log_path = folder / "server.log"
+    stack = contextlib.ExitStack()
+    url = stack.enter_context(running_server(config, log_path, ("--log-level", "info")))
+    atexit.register(stack.close)
+    return url, log_path
+
+
+def generation_server() -> tuple[str, Path]:
+    """(base URL, server log path) of the shared server."""
+    if "url" not in _state:
+        _state["url"], _state["log"] = _start()
+    return str(_state["url"]), Path(str(_state["log"]))
+

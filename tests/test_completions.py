@@ -1,0 +1,222 @@
+"""POST /v1/completions against a real server on SmolLM2-135M (openai client and httpx)."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from tests._gen_server import SMOL, SMOL_ALIAS, generation_server
+
+PROMPT = "The three primary colors are"
+
+
+@pytest.fixture(scope="module")
+def base_url() -> str:
+    return generation_server()[0]
+
+
+@pytest.fixture(scope="module")
+def client(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def greedy(client: openai.OpenAI) -> openai.types.Completion:
+    return client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=24, temperature=0)
+
+
+def test_greedy_is_deterministic(client: openai.OpenAI, greedy: openai.types.Completion) -> None:
+    again = client.completions.create(model=SMOL_ALIAS, prompt=PROMPT, max_tokens=24, temperature=0)
+    assert greedy.choices[0].text == again.choices[0].text
+    assert greedy.choices[0].text.strip()
+    assert greedy.id.startswith("cmpl-") and greedy.object == "text_completion"
+    assert greedy.usage is not None
+    assert greedy.usage.completion_tokens == 24
+    assert greedy.usage.total_tokens == greedy.usage.prompt_tokens + 24
+
+
+def test_seed_reproduces_a_sampled_output(client: openai.OpenAI) -> None:
+    def sample(seed: int) -> list[str]:
+        out = client.completions.create(
+            model=SMOL, prompt=PROMPT, max_tokens=20, temperature=1.0, top_p=0.95, seed=seed, n=2
+        )
+        return [choice.text for choice in out.choices]
+
+    first = sample(1234)
+    assert sample(1234) == first
+    assert first[0] != first[1], "the n choices of one seeded request must differ"
+    assert sample(99) != first
+
+
+def test_stream_equals_non_streamed_greedy(client: openai.OpenAI, greedy: openai.types.Completion) -> None:
+    stream = client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=24, temperature=0, stream=True)
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == greedy.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_stop_string_cuts_the_output(client: openai.OpenAI, greedy: openai.types.Completion) -> None:
+    text = greedy.choices[0].text
+    stop = text[len(text) // 2 : len(text) // 2 + 4]
+    out = client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=24, temperature=0, stop=[stop, "zzzz"])
+    choice = out.choices[0]
+    assert choice.text == text[: text.index(stop)]
+    assert choice.finish_reason == "stop"
+    assert choice.model_extra is not None and choice.model_extra["stop_reason"] == stop
+    streamed = client.completions.create(
+        model=SMOL, prompt=PROMPT, max_tokens=24, temperature=0, stop=stop, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == choice.text
+
+
+def test_max_tokens_one_finishes_with_length(client: openai.OpenAI) -> None:
+    out = client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=1, temperature=0)
+    assert out.choices[0].finish_reason == "length"
+    assert out.usage is not None and out.usage.completion_tokens == 1
+
+
+def test_echo_and_n(client: openai.OpenAI, greedy: openai.types.Completion) -> None:
+    out = client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=24, temperature=0, echo=True, n=3)
+    assert [c.index for c in out.choices] == [0, 1, 2]
+    for choice in out.choices:
+        assert choice.text == PROMPT + greedy.choices[0].text
+    assert out.usage is not None and out.usage.completion_tokens == 3 * 24
+
+
+def test_several_prompts_give_a_choice_set_each(client: openai.OpenAI) -> None:
+    out = client.completions.create(model=SMOL, prompt=[PROMPT, "Once upon a time"], max_tokens=4, temperature=0, n=2)
+    assert [c.index for c in out.choices] == [0, 1, 2, 3]
+    assert out.choices[0].text == out.choices[1].text
+    assert out.choices[2].text == out.choices[3].text
+
+
+def test_token_id_prompt_matches_text_prompt(base_url: str, client: openai.OpenAI, greedy: openai.types.Completion) -> None:
+    ids = httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()["tokens"]
+    out = client.completions.create(model=SMOL, prompt=ids, max_tokens=24, temperature=0)
+    assert out.choices[0].text == greedy.choices[0].text
+
+
+def _reference_logprobs(prompt_ids: list[int], output_ids: list[int]) -> list[np.ndarray]:
+    """Log-softmax of llama.cpp's logits, computed here with llama-cpp-python's own Llama."""
+    from llama_cpp import Llama
+
+    from aios_serve.models.bundled import resolve_bundled
+
+    llm = Llama(
+        str(resolve_bundled("smollm2-135m-instruct")), n_ctx=256, logits_all=True, verbose=False, n_threads=2, flash_attn=True
+    )
+    llm.eval(prompt_ids)  # then one token per step, as the engine decodes a single stream
+    rows = []
+    for token_id in output_ids:
+        logits = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+        shifted = logits - logits.max()
+        rows.append(shifted - math.log(np.exp(shifted).sum()))
+        llm.eval([token_id])
+    return rows
+
+
+def test_logprobs_are_the_log_softmax_of_the_logits(base_url: str, client: openai.OpenAI) -> None:
+    out = client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=3)
+    lp = out.choices[0].logprobs
+    assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset is not None
+    assert len(lp.tokens) == 8 and len(lp.top_logprobs) == 8
+    tokenize = httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()
+    prompt_ids = tokenize["tokens"]
+    output_ids = [
+        httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "prompt": t, "add_special_tokens": False}).json()["tokens"][0]
+        for t in lp.tokens
+    ]
+    reference = _reference_logprobs(prompt_ids, output_ids)
+    for i, token_id in enumerate(output_ids):
+        assert lp.token_logprobs[i] == pytest.approx(reference[i][token_id], abs=2e-3)
+        top = lp.top_logprobs[i]
+        assert top is not None and len(top) == 3
+        assert max(top.values()) == pytest.approx(lp.token_logprobs[i], abs=1e-9), "greedy picks the top token"
+        assert sorted(top.values(), reverse=True) == pytest.approx(sorted(reference[i], reverse=True)[:3], abs=2e-3)
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(8)]
+
+
+def test_logit_bias_forces_a_token(base_url: str, client: openai.OpenAI) -> None:
+    forced = httpx.post(
+        f"{base_url}/tokenize", json={"model": SMOL, "prompt": " banana", "add_special_tokens": False}
+    ).json()["tokens"]
+    assert len(forced) == 1
+    out = client.completions.create(
+        model=SMOL, prompt=PROMPT, max_tokens=3, temperature=0.7, seed=3, logit_bias={str(forced[0]): 100}
+    )
+    assert out.choices[0].text == " banana" * 3
+    banned = client.completions.create(
+        model=SMOL, prompt="I like to eat a", max_tokens=3, temperature=0, logit_bias={str(forced[0]): -100}
+    )
+    assert "banana" not in banned.choices[0].text
+
+
+def test_prompt_over_the_context_is_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=SMOL, prompt="hello " * 9000, max_tokens=4)
+    message = caught.value.message
+    assert "maximum context length is 8192 tokens" in message and "input tokens" in message
+    with pytest.raises(openai.BadRequestError) as too_many:
+        client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=8190)
+    assert "8192" in too_many.value.message and too_many.value.body["param"] == "max_tokens"  # type: ignore[index]
+
+
+def test_truncate_prompt_tokens_keeps_the_last_tokens(client: openai.OpenAI) -> None:
+    out = client.completions.create(
+        model=SMOL, prompt="hello " * 9000, max_tokens=2, extra_body={"truncate_prompt_tokens": 100}
+    )
+    assert out.usage is not None and out.usage.prompt_tokens == 100
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"temperature": 2.5}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"n": 0}, "n"),
+        ({"frequency_penalty": 3}, "frequency_penalty"),
+        ({"logprobs": 21}, "logprobs"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"logit_bias": {"5": 101}}, "logit_bias"),
+        ({"logit_bias": {"99999999": 1}}, "logit_bias"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"max_tokens": -1}, "max_tokens"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": []}, "prompt"),
+        ({"prompt": [99999999]}, "prompt"),
+    ],
+)
+def test_bad_requests_are_400_with_param(base_url: str, body: dict[str, object], param: str) -> None:
+    payload = {"model": SMOL, "prompt": PROMPT, "max_tokens": 2, **body}
+    response = httpx.post(f"{base_url}/v1/completions", json=payload, timeout=60)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["type"] == "BadRequestError"
+
+
+def test_unknown_model_is_404_and_wrong_task_is_400(base_url: str) -> None:
+    missing = httpx.post(f"{base_url}/v1/completions", json={"model": "nope", "prompt": "x"})
+    assert missing.status_code == 404 and SMOL in missing.json()["error"]["message"]
+    wrong = httpx.post(f"{base_url}/v1/completions", json={"model": "minilm", "prompt": "x"})
+    assert wrong.status_code == 400
+
+
+def test_stream_usage_options(client: openai.OpenAI) -> None:
+    chunks = list(
+        client.completions.create(
+            model=SMOL,
+            prompt=PROMPT,
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True, "continuous_usage_stats": True},
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 5
+    running = [c.usage.completion_tokens for c in chunks[:-1] if c.usage is not None]
+    assert running and running == sorted(running) and running[-1] == 5
