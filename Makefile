@@ -6,9 +6,14 @@ STAMP := $(VENV)/.setup-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint bench
+.PHONY: setup browser-deps serve test lint bench
 
-setup: $(STAMP)
+setup: browser-deps $(STAMP)
+
+# Debian's chromium and its driver for the browser tests (tests/browser.py); apt runs only if missing.
+browser-deps:
+	test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
 
 $(STAMP): pyproject.toml requirements-models.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

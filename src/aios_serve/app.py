@@ -21,7 +21,17 @@ from aios_serve.registry import ModelRegistry
 log = logging.getLogger("aios_serve.app")
 
 # One package per API family under aios_serve.api, each exposing `router`.
-API_FAMILIES = ("models", "embeddings", "rerank", "score", "completions", "chat", "tokenize")
+API_FAMILIES = (
+    "models",
+    "embeddings",
+    "rerank",
+    "score",
+    "completions",
+    "chat",
+    "tokenize",
+    "docs",
+    "playground",
+)
 
 
 def _family_routers() -> list[object]:
@@ -52,6 +62,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     app = FastAPI(
         title="aios-serve",
+        docs_url=None,  # offline Swagger UI and ReDoc come from aios_serve.api.docs
+        redoc_url=None,
         version=__version__,
         summary="A self-hosted server for the AIOS API (OpenAI- and vLLM-compatible).",
         lifespan=lifespan,

@@ -62,7 +62,20 @@ class ServerConfig(BaseModel):
     data_dir: str | None = None
     api_keys: list[ApiKeySpec] = Field(default_factory=list)
     """With any key set, every path but `open_paths` needs `Authorization: Bearer <key>`."""
-    open_paths: list[str] = Field(default_factory=lambda: ["/health", "/metrics"])
+    open_paths: list[str] = Field(
+        # The playground and the docs pages hold no data: the playground sends the user's key itself.
+        default_factory=lambda: [
+            "/health",
+            "/metrics",
+            "/",
+            "/playground",
+            "/playground/assets/*",
+            "/docs",
+            "/redoc",
+            "/docs-assets/*",
+            "/openapi.json",
+        ]
+    )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     drain_timeout_s: int = Field(default=30, ge=0)
     """On SIGTERM, how long requests in flight may take to finish before they are cancelled."""
