@@ -5,11 +5,15 @@ both paths, so it never looks for (or downloads) a browser or a driver of its ow
 
 Use in a test module:
 
-    from tests.browser import browser, save_screenshot  # noqa: F401  (browser is a fixture)
+    from tests.browser import browser, console_errors, outside_hosts, save_screenshot
+
+    __all__ = ["browser"]  # the fixture, imported for pytest
 
     def test_page(browser: WebDriver, some_url: str) -> None:
         browser.get(some_url)
-        save_screenshot(browser, "page")
+        save_screenshot(browser, "page")  # artifacts/page.png
+        assert outside_hosts(browser, some_url) == set()  # nothing requested from another host
+        assert console_errors(browser) == []
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
-from selenium import webdriver
+from selenium.webdriver import Chrome
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -63,7 +67,7 @@ def headless_chromium(window_size: tuple[int, int] = WINDOW_SIZE) -> Iterator[We
         options.add_argument(f"--window-size={window_size[0]},{window_size[1]}")
         options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
         service = Service(executable_path=str(CHROMEDRIVER))
-        driver = webdriver.Chrome(service=service, options=options)
+        driver = Chrome(service=service, options=options)
         try:
             yield driver
         finally:
@@ -86,7 +90,7 @@ def network_requests(driver: WebDriver) -> list[dict[str, Any]]:
     """
     requests: dict[str, dict[str, Any]] = {}
     blocked: dict[str, str] = {}
-    for entry in driver.get_log("performance"):
+    for entry in cast(Chrome, driver).get_log("performance"):
         message = json.loads(entry["message"])["message"]
         params = message.get("params", {})
         if message["method"] == "Network.requestWillBeSent":
@@ -103,7 +107,7 @@ def sent_urls(driver: WebDriver) -> list[str]:
     return [request["url"] for request in network_requests(driver) if request["blocked_reason"] is None]
 
 
-def outside_hosts(urls: Iterable[str], base_url: str) -> set[str]:
+def hosts_outside(urls: Iterable[str], base_url: str) -> set[str]:
     """The network hosts among `urls` other than the server's (chrome:, data:, blob: are local)."""
     own = urlsplit(base_url).netloc
     hosts = set()
@@ -114,9 +118,16 @@ def outside_hosts(urls: Iterable[str], base_url: str) -> set[str]:
     return hosts
 
 
+def outside_hosts(driver: WebDriver, base_url: str) -> set[str]:
+    """Hosts other than the server's that requests sent since the last network-log read went to."""
+    return hosts_outside(sent_urls(driver), base_url)
+
+
 def console_errors(driver: WebDriver) -> list[str]:
     """The browser console's SEVERE messages since the last call."""
-    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    return [
+        entry["message"] for entry in cast(Chrome, driver).get_log("browser") if entry["level"] == "SEVERE"
+    ]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser import browser, console_errors, network_requests, outside_hosts, save_screenshot, sent_urls
+from tests.browser import browser, console_errors, hosts_outside, network_requests, save_screenshot, sent_urls
 
 __all__ = ["browser"]  # the fixture, imported for pytest
 
@@ -56,7 +56,7 @@ def test_swagger_ui_lists_the_endpoints_offline(browser: WebDriver, encoder_url:
     assert browser.find_element(By.CSS_SELECTOR, ".info .title").text.startswith("aios-serve")
     urls = sent_urls(browser)
     assert any(url.endswith("/swagger-ui-bundle.js") for url in urls)
-    assert outside_hosts(urls, encoder_url) == set()
+    assert hosts_outside(urls, encoder_url) == set()
     assert console_errors(browser) == []
 
 
@@ -70,7 +70,7 @@ def test_redoc_renders_offline(browser: WebDriver, encoder_url: str) -> None:
     requests = network_requests(browser)
     urls = [request["url"] for request in requests if request["blocked_reason"] is None]
     assert any(url.endswith("/redoc.standalone.js") for url in urls)
-    assert outside_hosts(urls, encoder_url) == set()
+    assert hosts_outside(urls, encoder_url) == set()
     # ReDoc's sidebar logo points at its CDN: the page's policy must stop it in the browser.
     refused = {request["url"] for request in requests if request["blocked_reason"] is not None}
-    assert outside_hosts(refused, encoder_url) <= {"cdn.redoc.ly"}
+    assert hosts_outside(refused, encoder_url) <= {"cdn.redoc.ly"}

@@ -21,7 +21,6 @@ from tests.browser import (
     network_requests,
     outside_hosts,
     save_screenshot,
-    sent_urls,
 )
 from tests.servers import running_server, write_config
 
@@ -222,7 +221,7 @@ def test_embeddings_tab_shows_the_cosine_similarity(browser: WebDriver, keyed_ur
     )
     assert float(score.text) == pytest.approx(cosine, abs=1e-4)
     assert "384 dimensions" in browser.find_element(By.ID, "embed-meta").text
-    assert outside_hosts(sent_urls(browser), keyed_url) == set()
+    assert outside_hosts(browser, keyed_url) == set()
 
 
 def test_playground_files_ship_in_the_package() -> None:
