@@ -41,7 +41,12 @@ def encoder_url(tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Pat
                 "bundled": "all-minilm-l6-v2",
                 "options": {"dtype": "float32"},
             },
-            {"name": CROSS_ENCODER, "kind": "cross-encoder", "path": str(cross_encoder_dir)},
+            {
+                "name": CROSS_ENCODER,
+                "kind": "cross-encoder",
+                "path": str(cross_encoder_dir),
+                "options": {"dtype": "float32"},
+            },
         ],
     )
     with running_server(config, folder / "server.log") as url:

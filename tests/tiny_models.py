@@ -24,6 +24,8 @@ def build_cross_encoder(folder: Path, num_labels: int = 1, seed: int = 0) -> Pat
         num_labels=num_labels,
     )
     model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():  # spread the logits so that rankings are not near-ties
+        model.classifier.weight.normal_(0.0, 4.0)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))

@@ -171,7 +171,9 @@ class EncoderModel:
             inputs.append(EncodedInput(list(row)))
         return TokenizedTexts(inputs)
 
-    def _tokenize_pairs(self, queries: list[str], documents: list[str], keep: int | None) -> TokenizedTexts:
+    def _tokenize_pairs(
+        self, queries: list[str], documents: list[str], keep: int | None, param: str
+    ) -> TokenizedTexts:
         encoded = self.backend.tokenizer(
             queries,
             documents,
@@ -183,14 +185,35 @@ class EncoderModel:
         rows: list[list[int]] = encoded["input_ids"]
         types: list[list[int]] = encoded.get("token_type_ids") or [[0] * len(r) for r in rows]
         for index, row in enumerate(rows):
-            self._too_long(len(row), f"the pair with documents[{index}]", f"documents[{index}]")
+            self._too_long(len(row), f"the pair with {param}[{index}]", param)
         return TokenizedTexts([EncodedInput(r, t) for r, t in zip(rows, types, strict=True)])
 
     async def tokenize_pairs(
-        self, queries: list[str], documents: list[str], truncate: int | None
+        self, queries: list[str], documents: list[str], truncate: int | None, param: str = "documents"
     ) -> TokenizedTexts:
+        """Query-document pairs read together; truncation cuts the longer side first."""
         keep = self.truncation_length(truncate)
-        return await asyncio.to_thread(self._tokenize_pairs, queries, documents, keep)
+        least = self.backend.tokenizer.num_special_tokens_to_add(pair=True) + 2
+        if keep is not None and keep < least:
+            raise invalid(
+                f"truncate_prompt_tokens ({keep}) must leave room for both texts of a pair "
+                f"(at least {least} tokens on this model).",
+                "truncate_prompt_tokens",
+            )
+        return await asyncio.to_thread(self._tokenize_pairs, queries, documents, keep, param)
+
+    def _clip_texts(self, texts: list[str], max_tokens: int) -> list[str]:
+        encoded = self.backend.tokenizer(
+            texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
+        )
+        clipped: list[str] = []
+        for text, offsets in zip(texts, encoded["offset_mapping"], strict=True):
+            clipped.append(text if len(offsets) <= max_tokens else text[: offsets[max_tokens - 1][1]])
+        return clipped
+
+    async def clip_texts(self, texts: list[str], max_tokens: int) -> list[str]:
+        """Cut each text after its first `max_tokens` tokens, keeping the original characters."""
+        return await asyncio.to_thread(self._clip_texts, texts, max_tokens)
 
     # Inference ------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The rerank API family."""
