@@ -134,7 +134,7 @@ def test_documents_as_text_objects(encoder_url: str) -> None:
 def test_cohere_v2_client(encoder_url: str) -> None:
     client = cohere.ClientV2(base_url=encoder_url, api_key="unused")
     response = client.rerank(model=EMBEDDING, query=QUERY, documents=UNRELATED, top_n=3)
-    assert [r.index for r in response.results][0] == 2
+    assert response.results[0].index == 2
     assert len(response.results) == 3
     scores = [r.relevance_score for r in response.results]
     assert scores == sorted(scores, reverse=True)
