@@ -95,12 +95,14 @@ class RequestGuardMiddleware:
             nonlocal timed_out
             if not started:
                 timed_out = True
+                scope.setdefault("state", {})["cancelled"] = "timeout"
                 app_task.cancel()
 
         def on_disconnect(_: asyncio.Task[None]) -> None:
             nonlocal client_left
             if watch.disconnected.is_set() and not finished and not app_task.done():
                 client_left = True
+                scope.setdefault("state", {})["cancelled"] = "client_disconnected"
                 log.info("client left %s %s; cancelling its request", scope["method"], scope["path"])
                 app_task.cancel()
 
@@ -128,7 +130,7 @@ class RequestGuardMiddleware:
         finally:
             timer.cancel()
             watcher.cancel()
-        if status >= 500:
+        if status >= 500 and status != 503:  # 503 is back-pressure working, not a fault
             log.error(
                 "request_id=%s %s %s answered %d",
                 _request_id(scope, headers), scope["method"], scope["path"], status,
