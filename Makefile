@@ -8,7 +8,7 @@ PORT ?= 8000
 
 .PHONY: setup browser-deps serve test lint bench
 
-setup: browser-deps $(STAMP)
+setup: $(STAMP)
 
 # Debian's chromium and its driver for the browser tests (tests/browser.py); apt runs only if missing.
 browser-deps:
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml requirements-models.txt Makefile
 serve: setup
 	$(BIN)/aios-serve serve --host $(HOST) --port $(PORT)
 
-test: setup
+test: setup browser-deps
 	$(BIN)/python -m pytest -q -ra tests
 
 lint: setup
