@@ -1,0 +1,117 @@
+"""Graceful shutdown of a real server process: SIGTERM stops accepting, drains requests in flight
+within the configured time, flushes usage records, and exits 0."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.guarded import minilm
+from tests.servers import _wait_healthy, free_port, write_config
+
+SLOW = "slow-minilm"
+TEXT = "the quick brown fox jumps over the lazy dog " * 20
+BARE_KEY = "sk-bare-from-env-5521"
+
+
+@contextlib.contextmanager
+def server_process(folder: Path, drain_timeout_s: int) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    config = write_config(
+        folder,
+        [minilm(SLOW, options={"max_batch_tokens": 256, "max_batch_size": 1})],
+        drain_timeout_s=drain_timeout_s,
+        data_dir=str(folder / "data"),
+    )
+    port = free_port()
+    log_path = folder / "server.log"
+    command = [sys.executable, "-m", "aios_serve.cli", "serve", "--port", str(port), "--config", str(config)]
+    env = {**os.environ, "AIOS_API_KEYS": BARE_KEY}  # a bare key: its caller name is key-1
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_healthy(url, process, log_path)
+            yield process, url
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def post_in_background(url: str, inputs: int) -> tuple[threading.Thread, dict[str, object]]:
+    outcome: dict[str, object] = {}
+
+    def send() -> None:
+        try:
+            outcome["response"] = httpx.post(
+                f"{url}/v1/embeddings",
+                json={"model": SLOW, "input": [TEXT] * inputs},
+                headers={"Authorization": f"Bearer {BARE_KEY}"},
+                timeout=120,
+            )
+        except httpx.HTTPError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread, outcome
+
+
+def wait_until_refused(url: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+        except httpx.ConnectError:
+            return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    pytest.fail("the server kept accepting connections after SIGTERM")
+
+
+def test_sigterm_drains_in_flight_requests_and_flushes_usage(tmp_path: Path) -> None:
+    with server_process(tmp_path, drain_timeout_s=60) as (process, url):
+        thread, outcome = post_in_background(url, inputs=12)
+        time.sleep(1.0)  # the request is now being served, one sequence per forward pass
+        assert thread.is_alive()
+        process.send_signal(signal.SIGTERM)
+        wait_until_refused(url)
+        assert thread.is_alive(), "the in-flight request should still be running while new ones are refused"
+        thread.join(timeout=120)
+        response = outcome.get("response")
+        assert isinstance(response, httpx.Response), outcome
+        assert response.status_code == 200 and len(response.json()["data"]) == 12
+        assert process.wait(timeout=60) == 0
+    log = (tmp_path / "server.log").read_text()
+    assert log.index('"POST /v1/embeddings" 200') < log.index("Application shutdown complete")
+    report = subprocess.run(
+        [sys.executable, "-m", "aios_serve.cli", "usage", "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "key-1" in report.stdout and SLOW in report.stdout, report.stdout
+
+
+def test_drain_time_bounds_shutdown(tmp_path: Path) -> None:
+    with server_process(tmp_path, drain_timeout_s=1) as (process, url):
+        thread, outcome = post_in_background(url, inputs=200)  # far longer than the drain time
+        time.sleep(1.0)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert time.monotonic() - signalled < 15
+        thread.join(timeout=30)
+    assert "response" not in outcome or outcome["response"].status_code != 200  # type: ignore[union-attr]
+    assert "timeout graceful shutdown exceeded" in (tmp_path / "server.log").read_text()
