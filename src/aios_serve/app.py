@@ -16,6 +16,7 @@ from aios_serve import __version__
 from aios_serve.config import ServerConfig
 from aios_serve.errors import ApiError, ErrorKind, error_response, install_error_handlers
 from aios_serve.lifecycle import install_guards
+from aios_serve.observability import install_observability, request_id_of
 from aios_serve.registry import ModelRegistry
 
 log = logging.getLogger("aios_serve.app")
@@ -52,6 +53,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        observability.start()
         loading = asyncio.create_task(registry.start())
         try:
             yield
@@ -59,6 +61,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await registry.stop()
+            observability.stop()
 
     app = FastAPI(
         title="aios-serve",
@@ -71,10 +74,14 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.registry = registry
     install_error_handlers(app)
     install_guards(app, config)  # request guard, API keys, body-size limit
+    # Outermost: request ids, access log, metrics and usage records (also /metrics, /v1/usage).
+    observability = install_observability(app, config, registry)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(ApiError(ErrorKind.INTERNAL, f"Internal error: {type(exc).__name__}"))
+        response = error_response(ApiError(ErrorKind.INTERNAL, f"Internal error: {type(exc).__name__}"))
+        response.headers["X-Request-Id"] = request_id_of(request)
+        return response
 
     app.add_exception_handler(Exception, on_unexpected)
     for router in _family_routers():

@@ -12,7 +12,9 @@ from aios_serve import __version__
 from aios_serve.app import create_app
 from aios_serve.config import ServerConfig, load_config
 from aios_serve.lifecycle import serve
+from aios_serve.observability.request_ids import LOG_FORMAT, install_request_id_logging
 from aios_serve.security import parse_api_keys
+from aios_serve.usage.cli import add_usage_parser, run_usage
 
 API_KEYS_ENV = "AIOS_API_KEYS"
 
@@ -35,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="[NAME:]KEY",
         help=f"require this API key (repeatable); also {API_KEYS_ENV}=name:key,name2:key2",
     )
+    add_usage_parser(commands)
     return parser
 
 
@@ -47,7 +50,10 @@ def _with_api_keys(config: ServerConfig, from_args: list[str]) -> ServerConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "usage":
+        return run_usage(args)
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    install_request_id_logging()
     if args.command == "serve":
         config = _with_api_keys(load_config(args.config), args.api_key)
         app = create_app(config)

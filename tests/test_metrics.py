@@ -1,0 +1,103 @@
+"""/metrics: Prometheus text through prometheus-client, vLLM's names; the counters move."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests._usage_server import (
+    EMBEDDING,
+    EMBEDDING_MODEL,
+    GENERATION,
+    GENERATION_MODEL,
+    Server,
+    scrape,
+    usage_server,
+    value,
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("metrics-server")
+    with usage_server(folder, [EMBEDDING_MODEL, GENERATION_MODEL]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_embedding_requests_move_the_counters(server: Server, client: openai.OpenAI) -> None:
+    before = scrape(server.url)
+    usages = [client.embeddings.create(model=EMBEDDING, input=text).usage for text in ("one", "two words")]
+    after = scrape(server.url)
+    requests = "aios_serve_http_requests_total"
+    labels = {"endpoint": "/v1/embeddings", "model": EMBEDDING, "status": "200"}
+    assert value(after, requests, **labels) - value(before, requests, **labels) == 2
+    prompt = sum(u.prompt_tokens for u in usages)
+    tokens = "vllm:prompt_tokens_total"
+    assert value(after, tokens, model_name=EMBEDDING) - value(before, tokens, model_name=EMBEDDING) == prompt
+    latency = "vllm:e2e_request_latency_seconds_count"
+    assert value(after, latency, model_name=EMBEDDING) - value(before, latency, model_name=EMBEDDING) == 2
+    http_latency = "aios_serve_http_request_duration_seconds_count"
+    assert (
+        value(after, http_latency, endpoint="/v1/embeddings")
+        - value(before, http_latency, endpoint="/v1/embeddings")
+        == 2
+    )
+
+
+def test_errors_are_counted_by_status(server: Server, client: openai.OpenAI) -> None:
+    before = scrape(server.url)
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="no-such-model", input="x")
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model=EMBEDDING, input="x", dimensions=3)
+    after = scrape(server.url)
+    name = "aios_serve_http_requests_total"
+    not_found = {"endpoint": "/v1/embeddings", "model": "", "status": "404"}
+    bad = {"endpoint": "/v1/embeddings", "model": EMBEDDING, "status": "400"}
+    assert value(after, name, **not_found) - value(before, name, **not_found) == 1
+    assert value(after, name, **bad) - value(before, name, **bad) == 1
+
+
+def test_streamed_generation_moves_tokens_and_time_to_first_token(
+    server: Server, client: openai.OpenAI
+) -> None:
+    before = scrape(server.url)
+    stream = client.chat.completions.create(
+        model=GENERATION,
+        messages=[{"role": "user", "content": "Count to three"}],
+        max_tokens=5,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    usage = [chunk.usage for chunk in stream if chunk.usage is not None][-1]
+    after = scrape(server.url)
+
+    def moved(name: str) -> float:
+        return value(after, name, model_name=GENERATION) - value(before, name, model_name=GENERATION)
+
+    assert moved("vllm:time_to_first_token_seconds_count") == 1
+    assert 0 < moved("vllm:time_to_first_token_seconds_sum") <= moved("vllm:e2e_request_latency_seconds_sum")
+    assert moved("vllm:generation_tokens_total") == usage.completion_tokens > 0
+    assert moved("vllm:prompt_tokens_total") == usage.prompt_tokens > 0
+
+
+def test_engine_gauges_are_exposed(server: Server) -> None:
+    text = httpx.get(f"{server.url}/metrics").text
+    samples = scrape(server.url)
+    assert (("vllm:num_requests_waiting", frozenset({("model_name", EMBEDDING)}))) in samples
+    assert (("aios_serve_batch_size", frozenset({("model_name", EMBEDDING)}))) in samples
+    for family in (
+        "vllm:num_requests_running",
+        "vllm:kv_cache_usage_perc",
+        "vllm:time_to_first_token_seconds",
+        "aios_serve_usage_records_dropped",
+    ):
+        assert f"# TYPE {family} " in text
