@@ -8,16 +8,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aios_serve.engine.remote.settings import RemoteOptions, UpstreamSpec
 from aios_serve.limits.settings import LimitsConfig
 from aios_serve.security.api_keys import ApiKeySpec
 
 Capability = Literal["embeddings", "rerank", "score", "completions", "chat", "tools"]
-ModelKind = Literal["embedding", "cross-encoder", "generate"]
+ModelKind = Literal["embedding", "cross-encoder", "generate", "remote"]
 
 CAPABILITIES_BY_KIND: dict[str, tuple[Capability, ...]] = {
     "embedding": ("embeddings", "rerank", "score"),
     "cross-encoder": ("rerank", "score"),
     "generate": ("completions", "chat"),
+    "remote": (),  # a remote model's capabilities are those its config lists
 }
 
 DEFAULT_CONFIG_PATH = Path(__file__).parent / "default_config.yaml"
@@ -36,9 +38,20 @@ class ModelSpec(BaseModel):
     capabilities: list[Capability] | None = None
     max_model_len: int | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    upstreams: list[UpstreamSpec] = Field(default_factory=list)
+    """For kind `remote`: the OpenAI-compatible servers requests are forwarded to."""
+    remote: RemoteOptions = Field(default_factory=RemoteOptions)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
+        if self.kind == "remote":
+            if self.path is not None or self.bundled is not None or not self.upstreams:
+                raise ValueError(f"remote model {self.name!r}: give 'upstreams', not 'path' or 'bundled'")
+            if not self.capabilities:
+                raise ValueError(f"remote model {self.name!r}: list its 'capabilities' (e.g. [chat])")
+            return self
+        if self.upstreams:
+            raise ValueError(f"model {self.name!r}: 'upstreams' needs kind 'remote'")
         if (self.path is None) == (self.bundled is None):
             raise ValueError(f"model {self.name!r}: give exactly one of 'path' or 'bundled'")
         return self

@@ -24,6 +24,7 @@ class ErrorKind(enum.Enum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     OVERLOADED = "overloaded"
     TIMEOUT = "timeout"
+    BAD_GATEWAY = "bad_gateway"
     INTERNAL = "internal"
 
 
@@ -37,6 +38,7 @@ STATUS_BY_KIND: dict[ErrorKind, int] = {
     ErrorKind.PAYLOAD_TOO_LARGE: 413,
     ErrorKind.OVERLOADED: 503,
     ErrorKind.TIMEOUT: 504,
+    ErrorKind.BAD_GATEWAY: 502,
     ErrorKind.INTERNAL: 500,
 }
 
@@ -50,6 +52,7 @@ TYPE_BY_KIND: dict[ErrorKind, str] = {
     ErrorKind.PAYLOAD_TOO_LARGE: "PayloadTooLargeError",
     ErrorKind.OVERLOADED: "ServiceUnavailableError",
     ErrorKind.TIMEOUT: "TimeoutError",
+    ErrorKind.BAD_GATEWAY: "BadGatewayError",
     ErrorKind.INTERNAL: "InternalServerError",
 }
 

@@ -30,6 +30,10 @@ class ServedModel(Protocol):
 
 def build_model(spec: ModelSpec) -> ServedModel:
     """Pick the engine for a model's kind. Imports are lazy so unused engines cost nothing."""
+    if spec.kind == "remote":
+        from aios_serve.engine.remote.model import RemoteModel
+
+        return RemoteModel(spec)
     if spec.kind in ("embedding", "cross-encoder"):
         from aios_serve.engine.encoder import EncoderModel
 

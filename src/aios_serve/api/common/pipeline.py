@@ -1,4 +1,5 @@
-"""The one fixed request pipeline: check model → validate → preprocess → run → build response."""
+"""The one fixed request pipeline: check model → validate → preprocess → run → build response.
+A remote model skips the local stages: the validated request is forwarded to its upstream."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from starlette.responses import Response
 
 from aios_serve.api.common.request_state import note_model
 from aios_serve.config import Capability
+from aios_serve.engine.remote.model import RemoteModel
 from aios_serve.registry import ModelRegistry, ServedModel
 
 
@@ -35,6 +37,9 @@ class ServingPipeline(ABC, Generic[RequestT, WorkT, ResultT]):
     async def handle(self, request: RequestT, raw: Request) -> Response:
         model = self.registry.resolve(request.model, self.capability)
         note_model(raw, request.model)
+        if isinstance(model, RemoteModel):
+            # Checked against the API here; the upstream applies its own model's limits.
+            return await model.forward(self.capability, raw)
         self.validate(request, model)
         work = await self.preprocess(request, model)
         result = await self.run(request, model, work, raw)

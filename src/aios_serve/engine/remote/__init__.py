@@ -1,0 +1,1 @@
+"""Remote models: served names forwarded to upstream OpenAI-compatible servers."""

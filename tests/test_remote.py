@@ -1,0 +1,265 @@
+"""Remote models: a third aios-serve proxies to two aios-serve upstreams over HTTP. Answers and
+streams match the upstream's own, usage and metrics count proxied calls, and killing one upstream
+mid-load fails no request after the ejection window; a restarted upstream is re-admitted."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import openai
+import orjson
+import pytest
+
+from tests.servers import _wait_healthy, free_port, running_server, write_config
+
+EMBEDDING = "all-minilm-l6-v2"
+CHAT = "smollm2-135m-instruct"
+REMOTE_EMBEDDING = "remote-minilm"
+NOWHERE = "remote-nowhere"
+FAST_HEALTH = {"health_interval_s": 0.3, "health_timeout_s": 1.0, "unhealthy_after": 1, "healthy_after": 2}
+# Checks every 0.3 s, ejected on the first failure; a refused connection ejects at once.
+EJECTION_WINDOW_S = 1.5
+EMBEDDING_MODEL = {"name": EMBEDDING, "kind": "embedding", "bundled": "all-minilm-l6-v2"}
+CHAT_MODEL = {"name": CHAT, "kind": "generate", "bundled": "smollm2-135m-instruct"}
+
+
+class UpstreamProcess:
+    """An aios-serve on a fixed port, so that it can be killed and started again at one URL."""
+
+    def __init__(self, folder: Path) -> None:
+        self.config = write_config(folder, [EMBEDDING_MODEL])
+        self.log_path = folder / "server.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "aios_serve.cli", "serve", "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command, "--config", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        _wait_healthy(self.url, self.process, self.log_path)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def upstream_a(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("upstream-a")
+    with running_server(write_config(folder, [EMBEDDING_MODEL, CHAT_MODEL]), folder / "server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def upstream_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpstreamProcess]:
+    server = UpstreamProcess(tmp_path_factory.mktemp("upstream-b"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    tmp_path_factory: pytest.TempPathFactory, upstream_a: str, upstream_b: UpstreamProcess
+) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("proxy")
+    models: list[dict[str, Any]] = [
+        {
+            "name": REMOTE_EMBEDDING,
+            "kind": "remote",
+            "capabilities": ["embeddings", "rerank", "score"],
+            "upstreams": [
+                {"url": upstream_a, "model": EMBEDDING},
+                {"url": f"{upstream_b.url}/v1", "model": EMBEDDING},
+            ],
+            "remote": FAST_HEALTH,
+        },
+        {
+            "name": CHAT,
+            "kind": "remote",
+            "capabilities": ["completions", "chat"],
+            "upstreams": [{"url": upstream_a}],
+        },
+        {
+            "name": NOWHERE,
+            "kind": "remote",
+            "capabilities": ["embeddings"],
+            "upstreams": [{"url": f"http://127.0.0.1:{free_port()}"}],
+            "remote": FAST_HEALTH,
+        },
+    ]
+    with running_server(write_config(folder, models), folder / "server.log") as url:
+        yield url
+
+
+def _client(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_embeddings_rerank_and_score_match_the_upstream(upstream_a: str, proxy: str) -> None:
+    texts = ["a proxy forwards requests", "to its upstream servers"]
+    direct = _client(upstream_a).embeddings.create(model=EMBEDDING, input=texts)
+    proxied = _client(proxy).embeddings.create(model=REMOTE_EMBEDDING, input=texts)
+    assert np.allclose([d.embedding for d in proxied.data], [d.embedding for d in direct.data], atol=1e-5)
+    assert proxied.usage.prompt_tokens == direct.usage.prompt_tokens > 0
+    rerank = {"query": "what forwards requests?", "documents": ["a proxy", "a banana", "a router"]}
+    score = {"text_1": "proxy", "text_2": ["gateway", "fruit"]}
+    for path, body in (("/v1/rerank", rerank), ("/v1/score", score)):
+        want = httpx.post(upstream_a + path, json={"model": EMBEDDING, **body}, timeout=60).json()
+        got = httpx.post(proxy + path, json={"model": REMOTE_EMBEDDING, **body}, timeout=60).json()
+        key = "results" if path == "/v1/rerank" else "data"
+        assert [(r["index"], round(r.get("relevance_score", r.get("score")), 5)) for r in got[key]] == [
+            (r["index"], round(r.get("relevance_score", r.get("score")), 5)) for r in want[key]
+        ]
+        assert got["usage"] == want["usage"]
+
+
+def _stream_chunks(base_url: str, body: dict[str, Any]) -> list[Any]:
+    """The stream's events, each chunk without the fields unique to one response."""
+    events: list[Any] = []
+    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if not line:
+                continue
+            assert line.startswith("data: ")
+            payload = line.removeprefix("data: ")
+            if payload == "[DONE]":
+                events.append(payload)
+                continue
+            chunk = orjson.loads(payload)
+            for unique in ("id", "created"):
+                chunk.pop(unique, None)
+            events.append(chunk)
+    return events
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_streaming_through_the_proxy_matches_direct_streaming(
+    upstream_a: str, proxy: str, include_usage: bool
+) -> None:
+    body: dict[str, Any] = {
+        "model": CHAT,
+        "messages": [{"role": "user", "content": "Name three colours."}],
+        "temperature": 0,
+        "max_tokens": 12,
+        "stream": True,
+    }
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    direct = _stream_chunks(upstream_a, body)
+    proxied = _stream_chunks(proxy, body)
+    assert proxied == direct
+    assert direct[-1] == "[DONE]" and len(direct) > 4
+    has_usage_chunk = any(isinstance(e, dict) and e.get("choices") == [] for e in proxied)
+    assert has_usage_chunk == include_usage
+
+
+def test_completions_and_usage_report_and_metrics_count_proxied_calls(upstream_a: str, proxy: str) -> None:
+    direct = _client(upstream_a).completions.create(
+        model=CHAT, prompt="One, two,", max_tokens=5, temperature=0
+    )
+    proxied = _client(proxy).completions.create(model=CHAT, prompt="One, two,", max_tokens=5, temperature=0)
+    assert proxied.choices[0].text == direct.choices[0].text
+    assert proxied.usage == direct.usage
+    stream = _client(proxy).chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    rows = httpx.get(f"{proxy}/v1/usage", params={"group_by": "model,api"}, timeout=30).json()["data"]
+    by_key = {(row["model"], row["api"]): row for row in rows}
+    completions = by_key[(CHAT, "completions")]
+    assert completions["prompt_tokens"] >= direct.usage.prompt_tokens
+    assert completions["completion_tokens"] >= direct.usage.completion_tokens
+    # The stream carried no usage for the client, but the proxy still counted its tokens.
+    assert by_key[(CHAT, "chat")]["completion_tokens"] > 0
+    metrics = httpx.get(f"{proxy}/metrics", timeout=30).text
+    assert f'model="{CHAT}"' in metrics and 'endpoint="/v1/completions"' in metrics
+
+
+def test_errors_pass_through_and_dead_upstreams_answer_503(upstream_a: str, proxy: str) -> None:
+    bad = {"input": ""}
+    want = httpx.post(f"{upstream_a}/v1/embeddings", json={"model": EMBEDDING, **bad}, timeout=30)
+    got = httpx.post(f"{proxy}/v1/embeddings", json={"model": REMOTE_EMBEDDING, **bad}, timeout=30)
+    assert got.status_code == want.status_code == 400
+    assert got.json() == want.json()
+    with pytest.raises(openai.BadRequestError):  # a remote model asked for a task it was not given
+        _client(proxy).embeddings.create(model=CHAT, input="x")
+    with pytest.raises(openai.NotFoundError):
+        _client(proxy).embeddings.create(model="no-such-model", input="x")
+    dead = httpx.post(f"{proxy}/v1/embeddings", json={"model": NOWHERE, "input": "x"}, timeout=30)
+    assert dead.status_code == 503 and "Retry-After" in dead.headers
+    assert dead.json()["error"]["code"] == 503
+
+
+def _embedding_requests_seen(upstream_url: str) -> float:
+    text = httpx.get(f"{upstream_url}/metrics", timeout=30).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("aios_serve_http_requests_total{") and 'endpoint="/v1/embeddings"' in line
+    )
+
+
+def _load(proxy: str, stop: threading.Event, outcomes: list[tuple[float, int]]) -> None:
+    with httpx.Client(timeout=60) as client:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                status = client.post(
+                    f"{proxy}/v1/embeddings", json={"model": REMOTE_EMBEDDING, "input": ["keep going"] * 4}
+                ).status_code
+            except httpx.HTTPError:
+                status = -1
+            outcomes.append((started, status))
+
+
+def test_killing_one_upstream_mid_load_fails_nothing_after_the_ejection_window(
+    proxy: str, upstream_b: UpstreamProcess
+) -> None:
+    """Runs last in this module: it kills upstream B, then starts it again to see it re-admitted."""
+    outcomes: list[tuple[float, int]] = []
+    stop = threading.Event()
+    workers = [threading.Thread(target=_load, args=(proxy, stop, outcomes)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(2.0)
+        assert _embedding_requests_seen(upstream_b.url) > 0, "both upstreams take load"
+        killed_at = time.monotonic()
+        upstream_b.kill()
+        time.sleep(EJECTION_WINDOW_S + 3.0)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    after_window = [status for started, status in outcomes if started > killed_at + EJECTION_WINDOW_S]
+    assert len(after_window) > 10
+    assert set(after_window) == {200}
+    before_kill = [status for started, status in outcomes if started < killed_at]
+    assert before_kill and set(before_kill) <= {200, 502}
+
+    upstream_b.start()  # same URL: the health checks re-admit it
+    deadline = time.monotonic() + 30
+    while _embedding_requests_seen(upstream_b.url) == 0 and time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(
+                f"{proxy}/v1/embeddings", json={"model": REMOTE_EMBEDDING, "input": "back"}, timeout=30
+            )
+    assert _embedding_requests_seen(upstream_b.url) > 0
