@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -101,3 +102,25 @@ def test_engine_gauges_are_exposed(server: Server) -> None:
         "aios_serve_usage_records_dropped",
     ):
         assert f"# TYPE {family} " in text
+    assert value(samples, "aios_serve_http_requests_in_progress") == 1  # the scrape itself
+
+
+def test_a_stream_the_client_leaves_is_counted_as_499(server: Server) -> None:
+    """The response never ends; the request is still counted once, when the app gives up on it."""
+    labels = {"endpoint": "/v1/chat/completions", "model": GENERATION, "status": "499"}
+    before = value(scrape(server.url), "aios_serve_http_requests_total", **labels)
+    body = {
+        "model": GENERATION,
+        "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
+        "max_tokens": 400,
+        "stream": True,
+    }
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        next(response.iter_lines())  # the first chunk, then hang up
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if value(scrape(server.url), "aios_serve_http_requests_total", **labels) == before + 1:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the abandoned stream was not counted with status 499")

@@ -146,6 +146,24 @@ def test_buckets_and_time_window(server: Server, expected: dict[Key, collections
     assert window["totals"]["requests"] == sum(c["requests"] for c in expected.values())
 
 
+def test_report_page_follows_the_same_rule(
+    server: Server, expected: dict[Key, collections.Counter[str]]
+) -> None:
+    def page(caller: str) -> str:
+        headers = {"Authorization": f"Bearer {KEYS[caller]}"}
+        response = httpx.get(f"{server.url}/usage/report", headers=headers, timeout=60)
+        assert response.status_code == 200
+        return response.text
+
+    bobs = page("bob")
+    assert "caller bob" in bobs and 'id="by-caller"' not in bobs
+    assert f"<td>{GENERATION}</td><td>chat</td>" in bobs
+    assert f"<td>{GENERATION}</td><td>completions</td>" not in bobs  # alice's
+    admins = page("boss")
+    assert "all callers" in admins and 'id="by-caller"' in admins
+    assert "<td>alice</td>" in admins and "<td>bob</td>" in admins
+
+
 @pytest.mark.parametrize(
     ("params", "param"),
     [

@@ -117,10 +117,7 @@ class ServerMetrics:
             registry=registry,
         )
         self.http_in_progress = Gauge(
-            "aios_serve_http_requests_in_progress",
-            "HTTP requests being served.",
-            ["endpoint"],
-            registry=registry,
+            "aios_serve_http_requests_in_progress", "HTTP requests being served.", registry=registry
         )
         self.e2e_latency = Histogram(
             "vllm:e2e_request_latency_seconds",

@@ -66,6 +66,7 @@ class ObservabilityMiddleware:
         # Not reset: each request has its own task, and error handlers outside log with the id too.
         current_request_id.set(request_id)
         exchange = _Exchange(started=time.perf_counter(), arrived=time.time(), request_id=request_id)
+        self.metrics.http_in_progress.inc()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -89,11 +90,20 @@ class ObservabilityMiddleware:
                 self._finish(scope, exchange, 500 if exchange.status is None else CLIENT_CLOSED_REQUEST)
             raise
         if not exchange.finished:
-            # The app returned without a last chunk: the client disconnected mid-response.
-            self._finish(scope, exchange, CLIENT_CLOSED_REQUEST if exchange.status else 500)
+            # The app returned without a last chunk: the client left (the request guard marks
+            # that in the state, also when it left before the response began).
+            client_left = exchange.status is not None or state.get("cancelled") == "client_disconnected"
+            self._finish(scope, exchange, CLIENT_CLOSED_REQUEST if client_left else 500)
 
     def _finish(self, scope: Scope, exchange: _Exchange, status: int) -> None:
         exchange.finished = True
+        self.metrics.http_in_progress.dec()
+        try:
+            self._account(scope, exchange, status)
+        except Exception:  # accounting must never fail the response it accounts for
+            access_log.exception("could not account for request %s", exchange.request_id)
+
+    def _account(self, scope: Scope, exchange: _Exchange, status: int) -> None:
         now = time.perf_counter()
         latency_s = now - exchange.started
         state: dict[str, Any] = scope.get("state", {})
