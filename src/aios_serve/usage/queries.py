@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -24,7 +23,6 @@ class UsageQuery:
     group_by: tuple[str, ...] = ()
     bucket: Bucket | None = None
     caller: str | None = None
-    models: tuple[str, ...] = field(default_factory=tuple)
 
 
 def parse_time(value: str | None, param: str) -> float | None:
@@ -118,9 +116,6 @@ def aggregate_sql(query: UsageQuery) -> tuple[str, list[Any]]:
     if query.caller is not None:
         where.append("caller = ?")
         params.append(query.caller)
-    if query.models:
-        where.append(f"model IN ({', '.join('?' for _ in query.models)})")
-        params += list(query.models)
     keys = (["bucket"] if query.bucket else []) + list(query.group_by)
     sql = (
         f"SELECT {', '.join([*columns, ''])}"
@@ -144,7 +139,3 @@ def shape_row(row: dict[str, Any]) -> dict[str, Any]:
     shaped["total_tokens"] = int(shaped["prompt_tokens"]) + int(shaped["completion_tokens"])
     shaped["mean_latency_s"] = round(float(shaped["mean_latency_s"]), 6)
     return shaped
-
-
-def now() -> float:
-    return time.time()
