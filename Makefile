@@ -35,3 +35,16 @@ lint: setup
 
 bench: setup
 	@echo "benchmarks: see benchmarks/README.md"
+
+.PHONY: load fuzz
+LOAD_CLIENTS ?= 64
+LOAD_SECONDS ?= 60
+FUZZ_EXAMPLES ?= 1000
+
+# Loopback load: mixed endpoints, asserts no error but 503, no cross-talk, flat RSS.
+load: setup
+	$(BIN)/python benchmarks/load/load_test.py --clients $(LOAD_CLIENTS) --duration $(LOAD_SECONDS)
+
+# Schemathesis on every operation of the OpenAPI document, more cases than CI runs.
+fuzz: setup
+	AIOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -ra tests/test_fuzz.py
