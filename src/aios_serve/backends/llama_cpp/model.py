@@ -53,6 +53,7 @@ class LlamaCppModel:
         n_threads: int,
         n_threads_batch: int,
         flash_attn: bool | None = None,
+        kv_unified: bool = False,
     ) -> None:
         _init_backend()
         model_params = llama.llama_model_default_params()
@@ -64,7 +65,12 @@ class LlamaCppModel:
         self._n_vocab = int(llama.llama_vocab_n_tokens(self._vocab))
         trained = int(llama.llama_model_n_ctx_train(self._model))
         self._context_length = min(context_length or trained, trained)
-        cells = max(kv_cells or self._context_length, self._context_length)
+        # Per-sequence caches (kv_unified off) keep batched logits equal to single-stream ones;
+        # a unified cache shares its cells between sequences but mixes them in attention.
+        if kv_unified:
+            cells = max(kv_cells or self._context_length, self._context_length)
+        else:
+            cells = self._context_length * max_sequences
         self._max_sequences = max_sequences
         self._max_batch_tokens = max_batch_tokens
 
@@ -75,7 +81,7 @@ class LlamaCppModel:
         params.n_seq_max = max_sequences
         params.n_threads = n_threads
         params.n_threads_batch = n_threads_batch
-        params.kv_unified = True
+        params.kv_unified = kv_unified
         params.no_perf = True
         if flash_attn is not None:
             params.flash_attn_type = 1 if flash_attn else 0
@@ -85,6 +91,9 @@ class LlamaCppModel:
             raise LlamaCppError(f"llama.cpp could not create a context for {path}")
         self._memory = llama.llama_get_memory(self._ctx)
         self.kv_cells = int(llama.llama_n_ctx(self._ctx))
+        self.kv_unified = kv_unified
+        if not kv_unified:
+            self._context_length = min(self._context_length, int(llama.llama_n_ctx_seq(self._ctx)))
         self._batch = llama.llama_batch_init(max_batch_tokens, 0, max_sequences)
         self._batch_tokens = np.ctypeslib.as_array(self._batch.token, shape=(max_batch_tokens,))
         self._batch_pos = np.ctypeslib.as_array(self._batch.pos, shape=(max_batch_tokens,))
@@ -219,6 +228,9 @@ class LlamaCppModel:
         for item, row in rows:
             ptr = llama.llama_get_logits_ith(self._ctx, row)
             item.logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
+
+    def copy_sequence(self, source: int, target: int) -> None:
+        llama.llama_memory_seq_cp(self._memory, source, target, -1, -1)
 
     def remove_sequence(self, seq_id: int) -> None:
         llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)

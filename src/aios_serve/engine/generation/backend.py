@@ -13,7 +13,7 @@ Logits = npt.NDArray[np.float32]
 
 @dataclass
 class BatchItem:
-    """A run of tokens for one or more sequences that share them (a shared prompt prefix).
+    """A run of tokens for one sequence (or several that share them, on a unified cache).
 
     `start_pos` is the position of the first token; with `want_logits` the backend returns the
     logits after the last token.
@@ -70,6 +70,9 @@ class GenerationBackend(Protocol):
 
         Raises KvCacheFull when the cache has no room (the cache is left as it was).
         """
+
+    def copy_sequence(self, source: int, target: int) -> None:
+        """Give `target` the cache of `source` (n choices after their shared prefill)."""
 
     def remove_sequence(self, seq_id: int) -> None:
         """Free every cache cell the sequence holds."""

@@ -2,7 +2,7 @@
 
 Each step decodes one token for every running sequence and, in the same batch, a chunk of
 prompt for requests that just joined. Finished or cancelled sequences free their KV cells at
-once; the n choices of a request share one prefill (tokens carry all their sequence ids).
+once; the n choices of a request share one prefill (the cache is copied to the others).
 """
 
 from __future__ import annotations
@@ -103,55 +103,70 @@ class GenerationEngine:
     def _step(self) -> None:
         self._drop_cancelled()
         self._admit()
-        items, owners = self._build_batch()
-        if not items:
-            return
-        try:
-            self.backend.decode(items)
-        except KvCacheFull:
-            self._preempt_newest()
-            return
-        self.steps += 1
         touched: dict[int, RequestState] = {}
-        for item, (state, target) in zip(items, owners, strict=True):
-            touched[id(state)] = state
-            if isinstance(target, PrefillTask):
-                target.done += len(item.tokens)
-                if target.remaining:
-                    continue
-                self._prefills.remove(target)
-                for seq in target.seqs:
-                    seq.n_cached = len(target.tokens)
-            else:
-                target.n_cached += 1
-                target.pending = None
-            assert item.logits is not None
-            seqs = target.seqs if isinstance(target, PrefillTask) else [target]
-            for seq in seqs:
-                self._advance(state, seq, item.logits)
+        for items, owners in self._plan_calls():
+            try:
+                self.backend.decode(items)
+            except KvCacheFull:
+                self._preempt_newest()
+                break
+            self.steps += 1
+            for item, (state, target) in zip(items, owners, strict=True):
+                touched[id(state)] = state
+                self._after_decode(state, target, item)
         for state in touched.values():
             self._publish(state)
 
-    def _build_batch(self) -> tuple[list[BatchItem], list[tuple[RequestState, PrefillTask | Sequence]]]:
+    def _after_decode(self, state: RequestState, target: PrefillTask | Sequence, item: BatchItem) -> None:
+        if isinstance(target, PrefillTask):
+            target.done += len(item.tokens)
+            if target.remaining:
+                return
+            self._prefills.remove(target)
+            lead = target.seqs[0].slot
+            for seq in target.seqs:
+                if seq.slot != lead and seq.slot is not None and lead is not None:
+                    self.backend.copy_sequence(lead, seq.slot)
+                seq.n_cached = len(target.tokens)
+            seqs = target.seqs
+        else:
+            target.n_cached += 1
+            target.pending = None
+            seqs = [target]
+        assert item.logits is not None
+        for seq in seqs:
+            self._advance(state, seq, item.logits)
+
+    def _plan_calls(self) -> list[tuple[list[BatchItem], list[tuple[RequestState, PrefillTask | Sequence]]]]:
+        """This step's forward passes: one for every decoding sequence, then one per prompt chunk.
+
+        Decode tokens and prompts go in separate passes, and a prompt is cut into chunks the same
+        way whatever else runs, because llama.cpp picks its matrix kernels by batch size: so a
+        sequence's logits are the same batched as alone.
+        """
+        calls: list[tuple[list[BatchItem], list[tuple[RequestState, PrefillTask | Sequence]]]] = []
+        limit = self.backend.max_batch_tokens
         items: list[BatchItem] = []
         owners: list[tuple[RequestState, PrefillTask | Sequence]] = []
-        budget = self.backend.max_batch_tokens
         for state in self._active:
             for seq in state.seqs:
-                if seq.pending is not None and seq.slot is not None and budget > 0:
+                if seq.pending is not None and seq.slot is not None and len(items) < limit:
                     items.append(BatchItem([seq.pending], seq.n_cached, [seq.slot]))
                     owners.append((state, seq))
-                    budget -= 1
-        for task in self._prefills:
-            if budget <= 0:
+        if items:
+            calls.append((items, owners))
+        prefill_budget = limit
+        for task in list(self._prefills):
+            take = min(limit, task.remaining)
+            if prefill_budget < take and prefill_budget < limit:
                 break
-            take = min(budget, task.remaining)
+            lead = task.seqs[0].slot
+            assert lead is not None
             chunk = task.tokens[task.done : task.done + take]
-            slots = [seq.slot for seq in task.seqs if seq.slot is not None]
-            items.append(BatchItem(chunk, task.done, slots, want_logits=take == task.remaining))
-            owners.append((self._owner_of(task), task))
-            budget -= take
-        return items, owners
+            item = BatchItem(chunk, task.done, [lead], want_logits=take == task.remaining)
+            calls.append(([item], [(self._owner_of(task), task)]))
+            prefill_budget -= take
+        return calls
 
     def _owner_of(self, task: PrefillTask) -> RequestState:
         for state in self._active:

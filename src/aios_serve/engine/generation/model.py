@@ -22,6 +22,7 @@ from aios_serve.models.bundled import resolve_bundled
 log = logging.getLogger("aios_serve.engine.generation")
 
 DEFAULT_KV_CELLS = 16384
+DEFAULT_CONTEXT = 8192
 
 
 class GenerationModel:
@@ -50,6 +51,8 @@ class GenerationModel:
         path = self.weights_path()
         options = self.options
         n_ctx = self.spec.max_model_len or options.n_ctx
+        if n_ctx is None and not options.kv_unified:
+            n_ctx = DEFAULT_CONTEXT
         threads = options.n_threads or os.cpu_count() or 1
         if self._backend_kind(path) == "transformers":
             from aios_serve.backends.hf_causal import HfCausalModel
@@ -74,6 +77,7 @@ class GenerationModel:
             n_threads=threads,
             n_threads_batch=options.n_threads_batch or threads,
             flash_attn=options.flash_attn,
+            kv_unified=options.kv_unified,
         )
         return llama, llama.kv_cells
 

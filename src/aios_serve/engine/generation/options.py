@@ -15,9 +15,12 @@ class GenerationOptions(BaseModel):
     backend: Literal["auto", "llama_cpp", "transformers"] = "auto"
     """`auto`: a .gguf file runs on llama.cpp, a folder on transformers."""
     n_ctx: int | None = Field(default=None, gt=0)
-    """The longest prompt plus output of one sequence; default: the trained context."""
+    """The longest prompt plus output of one sequence; default: min(trained context, 8192)."""
+    kv_unified: bool = False
+    """One KV cache shared by all sequences (less memory) instead of one per sequence (batched
+    logits equal single-stream logits). Without it the cache holds n_ctx * max_num_seqs cells."""
     kv_cells: int | None = Field(default=None, gt=0)
-    """KV cache cells shared by all sequences; default: max(n_ctx, 16384)."""
+    """Unified cache only: cells shared by all sequences; default: max(n_ctx, 16384)."""
     max_num_seqs: int = Field(default=16, gt=0, le=256)
     """Sequences decoded together (n choices count one each)."""
     max_batch_tokens: int = Field(default=512, ge=16)

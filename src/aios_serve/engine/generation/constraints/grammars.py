@@ -1,0 +1,81 @@
+"""Lark grammars (llguidance dialect) for tool calls and structured outputs.
+
+JSON parts are embedded with llguidance's `%json {schema}` rule, so strings, numbers, enums,
+required properties and nesting follow the schema while the surrounding text stays fixed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+TOOL_CALL_OPEN = "<tool_call>"
+TOOL_CALL_CLOSE = "</tool_call>"
+
+_ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+class GrammarError(ValueError):
+    """A schema or tool definition that cannot be compiled into a grammar."""
+
+
+def _lark_string(text: str) -> str:
+    """A Lark string literal (JSON escaping is a valid Lark literal)."""
+    return json.dumps(text)
+
+
+JSON_LAYOUT: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+"""One JSON layout (`{"a": 1, "b": [2, 3]}`, as json.dumps writes it and as models were trained
+on): no runs of whitespace for a small model to loop in."""
+
+
+def _json_rule(schema: Mapping[str, Any]) -> str:
+    with_layout = {**schema, "x-guidance": {**JSON_LAYOUT, **schema.get("x-guidance", {})}}
+    try:
+        return "%json " + json.dumps(with_layout, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise GrammarError(f"the schema is not JSON: {exc}") from exc
+
+
+def function_call_schema(name: str, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The object a call to one function is: its name and arguments matching its parameters."""
+    arguments = dict(parameters) if parameters else _ANY_OBJECT
+    return {
+        "type": "object",
+        "properties": {"name": {"const": name}, "arguments": arguments},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+
+
+def tool_call_grammar(
+    functions: Sequence[tuple[str, Mapping[str, Any] | None]],
+    *,
+    wrapped: bool = True,
+) -> str:
+    """One call to one of `functions` ((name, parameters schema) pairs).
+
+    `wrapped` puts the JSON inside Qwen/Hermes' `<tool_call>\\n...\\n</tool_call>` tags, as the
+    model's chat template teaches it; otherwise the call is bare JSON.
+    """
+    if not functions:
+        raise GrammarError("no functions to call")
+    options = [function_call_schema(name, params) for name, params in functions]
+    schema: dict[str, Any] = options[0] if len(options) == 1 else {"anyOf": options}
+    body = "call"
+    if wrapped:
+        body = f'{_lark_string(TOOL_CALL_OPEN + chr(10))} call {_lark_string(chr(10) + TOOL_CALL_CLOSE)}'
+    return f"start: {body}\ncall: {_json_rule(schema)}\n"
+
+
+def json_schema_grammar(schema: Mapping[str, Any]) -> str:
+    """Output that is one JSON value valid against `schema`."""
+    if not isinstance(schema, Mapping):
+        raise GrammarError("the JSON schema must be an object")
+    return f"start: value\nvalue: {_json_rule(schema)}\n"
+
+
+def json_object_grammar() -> str:
+    """Output that is any one JSON object (`response_format: json_object`)."""
+    return json_schema_grammar(_ANY_OBJECT)
