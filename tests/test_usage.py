@@ -221,3 +221,14 @@ def test_records_survive_a_crash_and_the_cli_prints_them(
     # What the server answered over HTTP before the crash is what its file holds after it.
     assert cli_rows(over_http)["total"] == rows["total"]
     assert Path(server.data_dir, "usage.sqlite3").exists()
+
+
+def test_cli_rejects_a_bad_window(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aios_serve.cli", "usage", "--data-dir", str(tmp_path), "--start", "soon"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "start must be" in result.stderr
+    assert run_cli("--data-dir", str(tmp_path)).strip() == "No usage recorded."
