@@ -81,10 +81,13 @@ class UsageStore:
 
     def open(self) -> None:
         """Create the file and schema, and start the writer thread."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = _connect(self.path)
-        with connection:
-            connection.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = _connect(self.path)
+            with connection:
+                connection.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise RuntimeError(f"cannot open the usage store {self.path} (config data_dir): {exc}") from exc
         self._writer = threading.Thread(
             target=self._write_forever, args=(connection,), name="usage-writer", daemon=True
         )
