@@ -48,3 +48,21 @@ load: setup
 # Schemathesis on every operation of the OpenAPI document, more cases than CI runs.
 fuzz: setup
 	AIOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -ra tests/test_fuzz.py
+
+# Ray Serve (docs/scaling.md): .ray-venv = ray[serve] pinned in requirements-ray.txt, on top of .venv
+# (its packages are found through a .pth file), so .venv itself stays without Ray and uvloop.
+RAY_VENV := .ray-venv
+.PHONY: ray-venv test-ray
+
+ray-venv: $(RAY_VENV)/.ray-stamp
+
+$(RAY_VENV)/.ray-stamp: requirements-ray.txt $(STAMP)
+	test -x $(RAY_VENV)/bin/python || $(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -m pip install --quiet --no-deps -r requirements-ray.txt
+	printf '%s\n' "$(CURDIR)/$(VENV)/lib/python3.11/site-packages" "$(CURDIR)/src" \
+		> $(RAY_VENV)/lib/python3.11/site-packages/zz_main_venv.pth
+	touch $@
+
+# About 80 s on 2 cores (a local Ray instance, 2 replicas of the embedding model); not in `make test`.
+test-ray: ray-venv
+	$(RAY_VENV)/bin/python -m pytest -q -ra tests/test_ray_serve.py

@@ -41,6 +41,8 @@ class ModelSpec(BaseModel):
     upstreams: list[UpstreamSpec] = Field(default_factory=list)
     """For kind `remote`: the OpenAI-compatible servers requests are forwarded to."""
     remote: RemoteOptions = Field(default_factory=RemoteOptions)
+    deployment: dict[str, Any] = Field(default_factory=dict)
+    """Ray Serve deployment options for `serve --ray` (num_replicas, autoscaling_config, ...)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:

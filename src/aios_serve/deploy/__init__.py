@@ -1,0 +1,1 @@
+"""Ways to deploy aios-serve beyond one process."""
