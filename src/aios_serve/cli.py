@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="[NAME:]KEY",
         help=f"require this API key (repeatable); also {API_KEYS_ENV}=name:key,name2:key2",
     )
+    serve.add_argument(
+        "--ray",
+        action="store_true",
+        help="run each model as a Ray Serve deployment behind the same API (needs ray[serve])",
+    )
     add_usage_parser(commands)
     return parser
 
@@ -56,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     install_request_id_logging()
     if args.command == "serve":
         config = _with_api_keys(load_config(args.config), args.api_key)
+        if args.ray:
+            from aios_serve.deploy.ray_serve import serve_with_ray
+
+            serve_with_ray(config, args.host, args.port)
+            return 0
         app = create_app(config)
         serve(app, args.host, args.port, args.log_level, config.drain_timeout_s)
     return 0
