@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import secrets
 import signal
@@ -142,7 +143,9 @@ def deploy(config: ServerConfig, host: str, port: int, internal_key: str | None 
     import ray
     from ray import serve
 
-    ray.init(ignore_reinit_error=True)
+    # A local instance runs without the dashboard (its start hangs on small machines).
+    local = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}
+    ray.init(ignore_reinit_error=True, **local)
     serve.start(http_options={"host": host, "port": port})
     local_url = f"http://127.0.0.1:{port}"
     for name, route, application in build_applications(config, local_url, internal_key):
