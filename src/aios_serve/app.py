@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import importlib.util
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -47,6 +48,13 @@ def _family_routers() -> list[object]:
     return routers
 
 
+def _stop_when_loading_failed(loading: asyncio.Task[None]) -> None:
+    """A server whose models cannot load shuts down (the CLI then exits 1) rather than idle."""
+    if not loading.cancelled() and loading.exception() is not None:
+        log.critical("model loading failed; shutting down: %s", loading.exception())
+        signal.raise_signal(signal.SIGTERM)
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     """Build the app; models load in the background and /health turns 200 when done."""
     registry = ModelRegistry(config)
@@ -55,6 +63,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         observability.start()
         loading = asyncio.create_task(registry.start())
+        loading.add_done_callback(_stop_when_loading_failed)
         try:
             yield
         finally:

@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             serve_with_ray(config, args.host, args.port)
             return 0
         app = create_app(config)
-        serve(app, args.host, args.port, args.log_level, config.drain_timeout_s)
+        try:
+            serve(app, args.host, args.port, args.log_level, config.drain_timeout_s)
+        finally:
+            if app.state.registry.load_error is not None:
+                raise SystemExit(1)
     return 0
 
 
