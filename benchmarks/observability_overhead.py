@@ -47,7 +47,7 @@ async def seconds_per_request(app: ASGIApp, count: int) -> float:
 async def main() -> None:
     store = UsageStore(Path(tempfile.mkdtemp()) / "usage.sqlite3")
     store.open()
-    wrapped = ObservabilityMiddleware(model_endpoint, ServerMetrics(), store)
+    wrapped = ObservabilityMiddleware(model_endpoint, ServerMetrics(), store, record_usage=True)
     await seconds_per_request(model_endpoint, 1000)
     await seconds_per_request(wrapped, 1000)
     bare = await seconds_per_request(model_endpoint, REQUESTS)

@@ -16,7 +16,8 @@ GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("request-id-server")
-    with usage_server(folder, [EMBEDDING_MODEL]) as running:
+    # This server also shows `record_usage: false` (a server behind another records nothing).
+    with usage_server(folder, [EMBEDDING_MODEL], record_usage=False) as running:
         yield running
 
 
@@ -79,3 +80,10 @@ def test_an_error_is_logged_with_its_id(server: Server) -> None:
 def test_an_unusable_client_id_is_replaced(server: Server, bad_id: str) -> None:
     response = httpx.get(f"{server.url}/health", headers={"X-Request-Id": bad_id})
     assert GENERATED_ID.match(response.headers["x-request-id"])
+
+
+def test_record_usage_false_records_nothing(server: Server) -> None:
+    response = httpx.post(f"{server.url}/v1/embeddings", json={"model": EMBEDDING, "input": "x"}, timeout=60)
+    assert response.status_code == 200
+    assert httpx.get(f"{server.url}/v1/usage").json()["data"] == []
+    assert len(access_lines(server, response.headers["x-request-id"])) == 1

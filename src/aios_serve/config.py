@@ -75,6 +75,9 @@ class ServerConfig(BaseModel):
 
     models: list[ModelSpec] = Field(min_length=1)
     data_dir: str | None = None
+    """Folder for the server's data (the usage store, usage.sqlite3); default ./data."""
+    record_usage: bool = True
+    """One usage record per request that reaches a model; off for a server behind another."""
     api_keys: list[ApiKeySpec] = Field(default_factory=list)
     """With any key set, every path but `open_paths` needs `Authorization: Bearer <key>`."""
     open_paths: list[str] = Field(

@@ -42,7 +42,9 @@ def install_observability(app: FastAPI, config: ServerConfig, registry: ModelReg
     dropped.set_function(lambda: float(store.dropped))
     app.state.metrics = metrics
     app.state.usage_store = store
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, store=store)
+    app.add_middleware(
+        ObservabilityMiddleware, metrics=metrics, store=store, record_usage=config.record_usage
+    )
     app.include_router(metrics_router)
     app.include_router(usage_router)
     return Observability(metrics, store)

@@ -51,10 +51,11 @@ class _Exchange:
 class ObservabilityMiddleware:
     """Wraps every HTTP request; records usage after the last body chunk (or a disconnect)."""
 
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics, store: UsageStore) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics, store: UsageStore, record_usage: bool) -> None:
         self.app = app
         self.metrics = metrics
         self.store = store
+        self.record_usage = record_usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,7 +119,7 @@ class ObservabilityMiddleware:
         )
         caller = caller_of(Request(scope)).name
         prompt_tokens, completion_tokens = usage if usage else (0, 0)
-        if model is not None:
+        if model is not None and self.record_usage:
             self.store.add(
                 UsageRecord(
                     time=exchange.arrived,
