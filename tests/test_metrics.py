@@ -88,6 +88,8 @@ def test_streamed_generation_moves_tokens_and_time_to_first_token(
     assert 0 < moved("vllm:time_to_first_token_seconds_sum") <= moved("vllm:e2e_request_latency_seconds_sum")
     assert moved("vllm:generation_tokens_total") == usage.completion_tokens > 0
     assert moved("vllm:prompt_tokens_total") == usage.prompt_tokens > 0
+    assert moved("vllm:request_generation_tokens_sum") == usage.completion_tokens
+    assert moved("vllm:request_prompt_tokens_count") == 1
 
 
 def test_engine_gauges_are_exposed(server: Server) -> None:

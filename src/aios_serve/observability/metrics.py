@@ -37,6 +37,7 @@ LATENCY_BUCKETS = (
     80.0,
     160.0,
 )
+TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 TTFT_BUCKETS = (
     0.001,
     0.005,
@@ -133,6 +134,20 @@ class ServerMetrics:
             buckets=TTFT_BUCKETS,
             registry=registry,
         )
+        self.request_prompt_tokens = Histogram(
+            "vllm:request_prompt_tokens",
+            "Number of prefill tokens processed.",
+            ["model_name"],
+            buckets=TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.request_generation_tokens = Histogram(
+            "vllm:request_generation_tokens",
+            "Number of generation tokens processed.",
+            ["model_name"],
+            buckets=TOKEN_BUCKETS,
+            registry=registry,
+        )
         self.prompt_tokens = Counter(
             "vllm:prompt_tokens", "Number of prefill tokens processed.", ["model_name"], registry=registry
         )
@@ -164,6 +179,8 @@ class ServerMetrics:
         if usage is not None:
             self.prompt_tokens.labels(model).inc(usage[0])
             self.generation_tokens.labels(model).inc(usage[1])
+            self.request_prompt_tokens.labels(model).observe(usage[0])
+            self.request_generation_tokens.labels(model).observe(usage[1])
         if first_token_s is not None:
             self.time_to_first_token.labels(model).observe(first_token_s)
 
