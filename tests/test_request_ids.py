@@ -25,7 +25,7 @@ def access_lines(server: Server, request_id: str) -> list[str]:
     return [
         line
         for line in server.log_path.read_text().splitlines()
-        if "aios_serve.access" in line and f"[{request_id}]" in line
+        if "aios_serve.access" in line and f"[{request_id}]" in line and f"request_id={request_id} " in line
     ]
 
 

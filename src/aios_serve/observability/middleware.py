@@ -133,9 +133,11 @@ class ObservabilityMiddleware:
                     latency_s=latency_s,
                 )
             )
-        # The request id is on every line through the log format (see request_ids.LOG_FORMAT).
+        # The CLI's log format puts the id on every line; it is in the message too, for processes
+        # whose logging is set up by someone else (e.g. Ray workers).
         access_log.info(
-            '"%s %s" %d %.1fms caller=%s model=%s tokens=%d/%d',
+            'request_id=%s "%s %s" %d %.1fms caller=%s model=%s tokens=%d/%d',
+            exchange.request_id,
             scope.get("method", "-"),
             scope.get("path", "-"),
             status,
