@@ -211,7 +211,9 @@ async def run_load(url: str, pid: int, refs: References, clients: int, duration_
 
     await asyncio.gather(sample_rss(), *(client_loop(n) for n in range(clients)))
     elapsed = time.monotonic() - started
-    warm = [value for at, value in rss if at >= min(10.0, duration_s / 4)] or [rss[-1][1]]
+    # Warm-up: the first half, while the allocator meets every batch shape; flat means the
+    # second half ends where it began.
+    warm = [value for at, value in rss if at >= duration_s / 2] or [rss[-1][1]]
     return {
         "clients": clients,
         "duration_s": round(elapsed, 1),
@@ -225,6 +227,7 @@ async def run_load(url: str, pid: int, refs: References, clients: int, duration_
         "mismatch_samples": tally.mismatches[:5],
         "rss_warm_mib": round(warm[0] / MIB, 1),
         "rss_peak_mib": round(max(v for _, v in rss) / MIB, 1),
+        "rss_series_mib": [round(v / MIB) for at, v in rss[:: max(1, len(rss) // 12)]],
     }
 
 
