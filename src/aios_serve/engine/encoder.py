@@ -27,6 +27,7 @@ class EncoderOptions(BaseModel):
     max_batch_tokens: int = Field(default=8192, gt=0)
     max_batch_size: int = Field(default=128, gt=0)
     max_queued_requests: int = Field(default=1024, gt=0)
+    micro_batch_tokens: int = Field(default=4096, gt=0)  # padded tokens per forward pass
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class EncoderModel:
             max_batch_tokens=self.options.max_batch_tokens,
             max_batch_size=self.options.max_batch_size,
             max_queued_requests=self.options.max_queued_requests,
+            micro_batch_tokens=self.options.micro_batch_tokens,
             name=self.spec.name,
         )
         self._backend = await self._scheduler.run_blocking(self._load)
