@@ -26,7 +26,8 @@ def free_port() -> int:
 
 def write_config(folder: Path, models: list[dict[str, Any]], **extra: Any) -> Path:
     path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump({"models": models, **extra}))
+    settings = {"data_dir": str(folder / "data"), **extra}  # keep usage stores out of the repo
+    path.write_text(yaml.safe_dump({"models": models, **settings}))
     return path
 
 
