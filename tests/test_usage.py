@@ -126,7 +126,7 @@ def test_a_normal_key_sees_only_its_own_usage(
     assert as_table(own["data"], ("caller", "model", "api")) == bob_only
 
     refused = get_usage(server, "bob", caller="alice")
-    assert refused.status_code == 400
+    assert refused.status_code == 403
     assert refused.json()["error"]["param"] == "caller"
     assert get_usage(server, "bob", caller="bob").status_code == 200
     admin_view = get_usage(server, "boss", caller="alice", group_by="caller").json()["data"]

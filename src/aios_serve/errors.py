@@ -19,6 +19,7 @@ class ErrorKind(enum.Enum):
     UNSUPPORTED_TASK = "unsupported_task"
     MODEL_NOT_FOUND = "model_not_found"
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
@@ -33,6 +34,7 @@ STATUS_BY_KIND: dict[ErrorKind, int] = {
     ErrorKind.UNSUPPORTED_TASK: 400,
     ErrorKind.MODEL_NOT_FOUND: 404,
     ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.FORBIDDEN: 403,
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.METHOD_NOT_ALLOWED: 405,
     ErrorKind.PAYLOAD_TOO_LARGE: 413,
@@ -47,6 +49,7 @@ TYPE_BY_KIND: dict[ErrorKind, str] = {
     ErrorKind.UNSUPPORTED_TASK: "BadRequestError",
     ErrorKind.MODEL_NOT_FOUND: "NotFoundError",
     ErrorKind.UNAUTHORIZED: "AuthenticationError",
+    ErrorKind.FORBIDDEN: "PermissionDeniedError",
     ErrorKind.NOT_FOUND: "NotFoundError",
     ErrorKind.METHOD_NOT_ALLOWED: "MethodNotAllowedError",
     ErrorKind.PAYLOAD_TOO_LARGE: "PayloadTooLargeError",

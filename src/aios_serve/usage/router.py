@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, Response
 from aios_serve.api.common.protocol import ERROR_RESPONSES
 from aios_serve.api.common.request_state import Caller, caller_of
 from aios_serve.api.common.responses import json_response
-from aios_serve.errors import invalid
+from aios_serve.errors import ApiError, ErrorKind
 from aios_serve.usage.queries import GROUP_KEYS, UsageQuery, build_query, iso_utc, parse_bucket
 from aios_serve.usage.report import bucket_starts, page_html, series_from_rows
 from aios_serve.usage.store import UsageStore
@@ -36,7 +36,7 @@ def scoped_to(query: UsageQuery, caller: Caller) -> UsageQuery:
     if caller.admin:
         return query
     if query.caller is not None and query.caller != caller.name:
-        raise invalid("Only an admin key reads other callers' usage.", "caller")
+        raise ApiError(ErrorKind.FORBIDDEN, "Only an admin key reads other callers' usage.", "caller")
     return dataclasses.replace(query, caller=caller.name)
 
 
