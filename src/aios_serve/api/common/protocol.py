@@ -42,5 +42,5 @@ def unix_now() -> int:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 500, 503)
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 500, 503)
 }
