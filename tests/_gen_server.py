@@ -43,4 +43,3 @@ def generation_server() -> tuple[str, Path]:
     if "url" not in _state:
         _state["url"], _state["log"] = _start()
     return str(_state["url"]), Path(str(_state["log"]))
-

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,call-overload,union-attr,list-item"
 """POST /v1/chat/completions against a real server on SmolLM2-135M (openai client, sync, async,
 streaming, and httpx for raw shapes)."""
 
@@ -30,7 +31,9 @@ def greedy(client: openai.OpenAI) -> openai.types.chat.ChatCompletion:
     return client.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=30, temperature=0)  # type: ignore[arg-type]
 
 
-def test_greedy_chat_shape_and_determinism(client: openai.OpenAI, greedy: openai.types.chat.ChatCompletion) -> None:
+def test_greedy_chat_shape_and_determinism(
+    client: openai.OpenAI, greedy: openai.types.chat.ChatCompletion
+) -> None:
     again = client.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=30, temperature=0)  # type: ignore[arg-type]
     choice = greedy.choices[0]
     assert choice.message.content == again.choices[0].message.content
@@ -45,7 +48,9 @@ def test_greedy_chat_shape_and_determinism(client: openai.OpenAI, greedy: openai
 def test_async_client_matches_sync(base_url: str, greedy: openai.types.chat.ChatCompletion) -> None:
     async def run() -> str | None:
         async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
-            out = await client.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=30, temperature=0)  # type: ignore[arg-type]
+            out = await client.chat.completions.create(
+                model=SMOL, messages=MESSAGES, max_tokens=30, temperature=0
+            )  # type: ignore[arg-type]
             return out.choices[0].message.content
 
     assert asyncio.run(run()) == greedy.choices[0].message.content
@@ -54,7 +59,11 @@ def test_async_client_matches_sync(base_url: str, greedy: openai.types.chat.Chat
 def test_stream_equals_non_streamed(client: openai.OpenAI, greedy: openai.types.chat.ChatCompletion) -> None:
     chunks = list(
         client.chat.completions.create(
-            model=SMOL, messages=MESSAGES, max_tokens=30, temperature=0, stream=True,  # type: ignore[arg-type]
+            model=SMOL,
+            messages=MESSAGES,
+            max_tokens=30,
+            temperature=0,
+            stream=True,  # type: ignore[arg-type]
             stream_options={"include_usage": True},
         )
     )
@@ -80,7 +89,9 @@ def test_raw_stream_ends_with_done(base_url: str) -> None:
 
 def test_no_maximum_generates_until_the_end(client: openai.OpenAI) -> None:
     out = client.chat.completions.create(
-        model=SMOL, messages=[{"role": "user", "content": "Say hello."}], temperature=0  # type: ignore[list-item]
+        model=SMOL,
+        messages=[{"role": "user", "content": "Say hello."}],
+        temperature=0,  # type: ignore[list-item]
     )
     assert out.choices[0].finish_reason == "stop"
     assert (out.choices[0].model_extra or {})["stop_reason"] is None
@@ -88,19 +99,33 @@ def test_no_maximum_generates_until_the_end(client: openai.OpenAI) -> None:
 
 def test_max_completion_tokens_wins(client: openai.OpenAI) -> None:
     out = client.chat.completions.create(
-        model=SMOL, messages=MESSAGES, max_tokens=20, max_completion_tokens=2, temperature=0  # type: ignore[arg-type]
+        model=SMOL,
+        messages=MESSAGES,
+        max_tokens=20,
+        max_completion_tokens=2,
+        temperature=0,  # type: ignore[arg-type]
     )
-    assert out.choices[0].finish_reason == "length" and out.usage is not None and out.usage.completion_tokens == 2
+    assert (
+        out.choices[0].finish_reason == "length"
+        and out.usage is not None
+        and out.usage.completion_tokens == 2
+    )
 
 
 def test_stop_string_and_seed_and_n(client: openai.OpenAI, greedy: openai.types.chat.ChatCompletion) -> None:
     text = greedy.choices[0].message.content or ""
     stop = text[8:12]
-    cut = client.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=30, temperature=0, stop=stop)  # type: ignore[arg-type]
+    cut = client.chat.completions.create(
+        model=SMOL, messages=MESSAGES, max_tokens=30, temperature=0, stop=stop
+    )  # type: ignore[arg-type]
     assert cut.choices[0].message.content == text[: text.index(stop)]
-    assert cut.choices[0].finish_reason == "stop" and (cut.choices[0].model_extra or {})["stop_reason"] == stop
+    assert (
+        cut.choices[0].finish_reason == "stop" and (cut.choices[0].model_extra or {})["stop_reason"] == stop
+    )
     sampled = [
-        client.chat.completions.create(model=SMOL, messages=MESSAGES, max_tokens=15, temperature=1, seed=7, n=3)  # type: ignore[arg-type]
+        client.chat.completions.create(
+            model=SMOL, messages=MESSAGES, max_tokens=15, temperature=1, seed=7, n=3
+        )  # type: ignore[arg-type]
         for _ in range(2)
     ]
     assert [c.message.content for c in sampled[0].choices] == [c.message.content for c in sampled[1].choices]
@@ -109,7 +134,12 @@ def test_stop_string_and_seed_and_n(client: openai.OpenAI, greedy: openai.types.
 
 def test_logprobs_content_shape(client: openai.OpenAI) -> None:
     out = client.chat.completions.create(
-        model=SMOL, messages=MESSAGES, max_tokens=5, temperature=0, logprobs=True, top_logprobs=4  # type: ignore[arg-type]
+        model=SMOL,
+        messages=MESSAGES,
+        max_tokens=5,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=4,  # type: ignore[arg-type]
     )
     content = out.choices[0].logprobs.content  # type: ignore[union-attr]
     assert content is not None and len(content) == 5
@@ -144,7 +174,10 @@ def test_tools_render_through_the_template(client: openai.OpenAI) -> None:
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"temperature": -1}, "temperature"),
         ({"max_completion_tokens": 100000}, "max_completion_tokens"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "messages"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages",
+        ),
     ],
 )
 def test_bad_chat_requests_are_400(base_url: str, body: dict[str, object], param: str) -> None:

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,call-overload,union-attr,list-item"
 """POST /v1/completions against a real server on SmolLM2-135M (openai client and httpx)."""
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ def test_stream_equals_non_streamed_greedy(client: openai.OpenAI, greedy: openai
 def test_stop_string_cuts_the_output(client: openai.OpenAI, greedy: openai.types.Completion) -> None:
     text = greedy.choices[0].text
     stop = text[len(text) // 2 : len(text) // 2 + 4]
-    out = client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=24, temperature=0, stop=[stop, "zzzz"])
+    out = client.completions.create(
+        model=SMOL, prompt=PROMPT, max_tokens=24, temperature=0, stop=[stop, "zzzz"]
+    )
     choice = out.choices[0]
     assert choice.text == text[: text.index(stop)]
     assert choice.finish_reason == "stop"
@@ -88,13 +91,17 @@ def test_echo_and_n(client: openai.OpenAI, greedy: openai.types.Completion) -> N
 
 
 def test_several_prompts_give_a_choice_set_each(client: openai.OpenAI) -> None:
-    out = client.completions.create(model=SMOL, prompt=[PROMPT, "Once upon a time"], max_tokens=4, temperature=0, n=2)
+    out = client.completions.create(
+        model=SMOL, prompt=[PROMPT, "Once upon a time"], max_tokens=4, temperature=0, n=2
+    )
     assert [c.index for c in out.choices] == [0, 1, 2, 3]
     assert out.choices[0].text == out.choices[1].text
     assert out.choices[2].text == out.choices[3].text
 
 
-def test_token_id_prompt_matches_text_prompt(base_url: str, client: openai.OpenAI, greedy: openai.types.Completion) -> None:
+def test_token_id_prompt_matches_text_prompt(
+    base_url: str, client: openai.OpenAI, greedy: openai.types.Completion
+) -> None:
     ids = httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()["tokens"]
     out = client.completions.create(model=SMOL, prompt=ids, max_tokens=24, temperature=0)
     assert out.choices[0].text == greedy.choices[0].text
@@ -107,7 +114,12 @@ def _reference_logprobs(prompt_ids: list[int], output_ids: list[int]) -> list[np
     from aios_serve.models.bundled import resolve_bundled
 
     llm = Llama(
-        str(resolve_bundled("smollm2-135m-instruct")), n_ctx=256, logits_all=True, verbose=False, n_threads=2, flash_attn=True
+        str(resolve_bundled("smollm2-135m-instruct")),
+        n_ctx=256,
+        logits_all=True,
+        verbose=False,
+        n_threads=2,
+        flash_attn=True,
     )
     llm.eval(prompt_ids)  # then one token per step, as the engine decodes a single stream
     rows = []
@@ -122,12 +134,16 @@ def _reference_logprobs(prompt_ids: list[int], output_ids: list[int]) -> list[np
 def test_logprobs_are_the_log_softmax_of_the_logits(base_url: str, client: openai.OpenAI) -> None:
     out = client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=3)
     lp = out.choices[0].logprobs
-    assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset is not None
+    assert (
+        lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset is not None
+    )
     assert len(lp.tokens) == 8 and len(lp.top_logprobs) == 8
     tokenize = httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()
     prompt_ids = tokenize["tokens"]
     output_ids = [
-        httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "prompt": t, "add_special_tokens": False}).json()["tokens"][0]
+        httpx.post(
+            f"{base_url}/tokenize", json={"model": SMOL, "prompt": t, "add_special_tokens": False}
+        ).json()["tokens"][0]
         for t in lp.tokens
     ]
     reference = _reference_logprobs(prompt_ids, output_ids)
@@ -135,8 +151,12 @@ def test_logprobs_are_the_log_softmax_of_the_logits(base_url: str, client: opena
         assert lp.token_logprobs[i] == pytest.approx(reference[i][token_id], abs=2e-3)
         top = lp.top_logprobs[i]
         assert top is not None and len(top) == 3
-        assert max(top.values()) == pytest.approx(lp.token_logprobs[i], abs=1e-9), "greedy picks the top token"
-        assert sorted(top.values(), reverse=True) == pytest.approx(sorted(reference[i], reverse=True)[:3], abs=2e-3)
+        assert max(top.values()) == pytest.approx(lp.token_logprobs[i], abs=1e-9), (
+            "greedy picks the top token"
+        )
+        assert sorted(top.values(), reverse=True) == pytest.approx(
+            sorted(reference[i], reverse=True)[:3], abs=2e-3
+        )
     assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(8)]
 
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,call-overload,union-attr,list-item"
 """Continuous batching through the real server: concurrent streams, disconnects."""
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ def base_url() -> str:
 
 async def _stream_text(client: openai.AsyncOpenAI, topic: str) -> str:
     stream = await client.chat.completions.create(
-        model=SMOL, messages=_messages(topic), max_tokens=40, temperature=0, stream=True  # type: ignore[arg-type]
+        model=SMOL,
+        messages=_messages(topic),
+        max_tokens=40,
+        temperature=0,
+        stream=True,  # type: ignore[arg-type]
     )
     parts = []
     async for chunk in stream:
@@ -46,7 +51,9 @@ def test_eight_concurrent_streams_match_sequential(base_url: str) -> None:
     ]
 
     async def run_all() -> list[str]:
-        async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as client:
+        async with openai.AsyncOpenAI(
+            base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120
+        ) as client:
             return await asyncio.gather(*[_stream_text(client, t) for t in TOPICS])
 
     concurrent = asyncio.run(run_all())
@@ -72,5 +79,7 @@ def test_client_disconnect_stops_the_sequence(base_url: str) -> None:
     else:
         pytest.fail("the server kept generating after the client left")
     # the engine is free again: a short request is served promptly
-    quick = httpx.post(f"{base_url}/v1/completions", json={"model": SMOL, "prompt": "Hi", "max_tokens": 2}, timeout=30)
+    quick = httpx.post(
+        f"{base_url}/v1/completions", json={"model": SMOL, "prompt": "Hi", "max_tokens": 2}, timeout=30
+    )
     assert quick.status_code == 200

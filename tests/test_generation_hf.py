@@ -1,3 +1,4 @@
+# mypy: disable-error-code="arg-type,call-overload,union-attr,list-item"
 """The transformers backend: a local HF causal-LM folder served with the same request features.
 
 The model is a tiny random Llama with SmolLM2's tokenizer (read from the bundled GGUF), so the
@@ -26,9 +27,15 @@ def build_tiny_llama(folder: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # sharpen the distribution so that greedy choices are not near-ties
@@ -47,14 +54,20 @@ def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def client(hf_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
     folder = tmp_path_factory.mktemp("hf-server")
-    config = write_config(folder, [{"name": NAME, "kind": "generate", "path": str(hf_folder), "options": {"n_threads": 2}}])
+    config = write_config(
+        folder, [{"name": NAME, "kind": "generate", "path": str(hf_folder), "options": {"n_threads": 2}}]
+    )
     with running_server(config, folder / "server.log") as url:
         yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def test_greedy_stream_and_logprobs(client: openai.OpenAI, hf_folder: Path) -> None:
-    first = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=12, temperature=0, logprobs=2, extra_body={"ignore_eos": True})
-    again = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=12, temperature=0, extra_body={"ignore_eos": True})
+    first = client.completions.create(
+        model=NAME, prompt=PROMPT, max_tokens=12, temperature=0, logprobs=2, extra_body={"ignore_eos": True}
+    )
+    again = client.completions.create(
+        model=NAME, prompt=PROMPT, max_tokens=12, temperature=0, extra_body={"ignore_eos": True}
+    )
     text = first.choices[0].text
     assert text == again.choices[0].text and first.usage is not None and first.usage.completion_tokens == 12
     streamed = client.completions.create(

@@ -28,10 +28,14 @@ def test_tokenize_prompt_and_back(base_url: str) -> None:
 def test_tokenize_messages_counts_like_chat(base_url: str) -> None:
     out = httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "messages": MESSAGES}).json()
     chat = httpx.post(
-        f"{base_url}/v1/chat/completions", json={"model": SMOL, "messages": MESSAGES, "max_tokens": 1}, timeout=60
+        f"{base_url}/v1/chat/completions",
+        json={"model": SMOL, "messages": MESSAGES, "max_tokens": 1},
+        timeout=60,
     ).json()
     assert out["count"] == chat["usage"]["prompt_tokens"]
-    text = httpx.post(f"{base_url}/detokenize", json={"model": SMOL, "tokens": out["tokens"]}).json()["prompt"]
+    text = httpx.post(f"{base_url}/detokenize", json={"model": SMOL, "tokens": out["tokens"]}).json()[
+        "prompt"
+    ]
     assert text.endswith("<|im_start|>assistant\n") and "Name three fruits." in text
     no_prompt = httpx.post(
         f"{base_url}/tokenize", json={"model": SMOL, "messages": MESSAGES, "add_generation_prompt": False}

@@ -34,7 +34,12 @@ def _byte_decoder() -> dict[str, int]:
 
 _BYTE_DECODER = _byte_decoder()
 
-_DTYPES = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = {
+    "auto": torch.float32,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 
 class HfCausalModel:
@@ -66,7 +71,10 @@ class HfCausalModel:
 
     def _end_ids(self) -> set[int]:
         ids: set[int] = set()
-        for source in (self._tokenizer.eos_token_id, getattr(self._model.generation_config, "eos_token_id", None)):
+        for source in (
+            self._tokenizer.eos_token_id,
+            getattr(self._model.generation_config, "eos_token_id", None),
+        ):
             if isinstance(source, int):
                 ids.add(source)
             elif isinstance(source, list):
@@ -141,11 +149,16 @@ class HfCausalModel:
                 cache = DynamicCache()
                 self._caches[seq_id] = cache
             if cache.get_seq_length() != item.start_pos:
-                raise RuntimeError(f"sequence {seq_id} cache holds {cache.get_seq_length()} tokens, not {item.start_pos}")
+                raise RuntimeError(
+                    f"sequence {seq_id} cache holds {cache.get_seq_length()} tokens, not {item.start_pos}"
+                )
             input_ids = torch.tensor([item.tokens], dtype=torch.long)
             positions = torch.arange(item.start_pos, item.start_pos + len(item.tokens)).unsqueeze(0)
             out = self._model(
-                input_ids=input_ids, position_ids=positions, past_key_values=cache, use_cache=True,
+                input_ids=input_ids,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
                 logits_to_keep=1,
             )
             if item.want_logits:

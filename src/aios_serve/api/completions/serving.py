@@ -219,7 +219,17 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
             if request.echo:
                 for index in range(len(streams) * n):
                     text = work.prompt_texts[index // n]
-                    yield chunk([{"index": index, "text": text, "logprobs": None, "finish_reason": None, "stop_reason": None}])
+                    yield chunk(
+                        [
+                            {
+                                "index": index,
+                                "text": text,
+                                "logprobs": None,
+                                "finish_reason": None,
+                                "stop_reason": None,
+                            }
+                        ]
+                    )
             async for position, update in merged_updates(streams):
                 for choice in update.choices:
                     index = position * n + choice.index

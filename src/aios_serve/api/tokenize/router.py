@@ -52,7 +52,10 @@ async def tokenize(request: TokenizeChatRequest | TokenizeCompletionRequest, raw
         add_generation_prompt = request.add_generation_prompt and not request.continue_final_message
         try:
             text = model.render_chat(
-                template_messages(request.messages), tools, add_generation_prompt, request.chat_template_kwargs
+                template_messages(request.messages),
+                tools,
+                add_generation_prompt,
+                request.chat_template_kwargs,
             )
         except ChatTemplateError as exc:
             raise invalid(str(exc), "messages") from exc
@@ -62,7 +65,12 @@ async def tokenize(request: TokenizeChatRequest | TokenizeCompletionRequest, raw
     tokens = model.tokenize(text, add_special=request.add_special_tokens)
     token_strs = [model.token_text(t) for t in tokens] if request.return_token_strs else None
     return json_response(
-        {"count": len(tokens), "max_model_len": model.max_model_len, "tokens": tokens, "token_strs": token_strs}
+        {
+            "count": len(tokens),
+            "max_model_len": model.max_model_len,
+            "tokens": tokens,
+            "token_strs": token_strs,
+        }
     )
 
 

@@ -26,7 +26,8 @@ def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
 
-def _init_backend() -> None:
+def init_backend() -> None:
+    """Initialise llama.cpp once per process, with its logging routed to ours."""
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
@@ -55,7 +56,7 @@ class LlamaCppModel:
         flash_attn: bool | None = None,
         kv_unified: bool = False,
     ) -> None:
-        _init_backend()
+        init_backend()
         model_params = llama.llama_model_default_params()
         model_params.n_gpu_layers = 0
         self._model = llama.llama_model_load_from_file(str(path).encode(), model_params)
