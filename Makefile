@@ -34,7 +34,7 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
-	@echo "benchmarks: see benchmarks/README.md"
+	$(BIN)/python benchmarks/encoders/bench_encoders.py
 
 .PHONY: load fuzz
 LOAD_CLIENTS ?= 64
