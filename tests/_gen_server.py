@@ -26,7 +26,7 @@ def _start() -> tuple[str, Path]:
                 "aliases": [SMOL_ALIAS],
                 "kind": "generate",
                 "bundled": "smollm2-135m-instruct",
-                "options": {"n_threads": 2, "max_num_seqs": 16},
+                "options": {"n_threads": 2, "max_num_seqs": 8},
             },
             {"name": "minilm", "kind": "embedding", "bundled": "all-minilm-l6-v2"},
         ],
