@@ -16,7 +16,7 @@ from tests.servers import running_server, write_config
 SLOW = "slow-minilm"
 SEQUENCES = 48
 TEXT = "the quick brown fox jumps over the lazy dog " * 20  # ~180 tokens
-REQUEST_TIMEOUT_S = 4
+REQUEST_TIMEOUT_S = 6
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_client_that_disconnects_frees_its_sequences(slow_server: GuardedServer)
 
 def test_request_past_its_timeout_is_504_and_dropped(slow_server: GuardedServer) -> None:
     before = len(dropped_counts(slow_server))
-    body = {"model": SLOW, "input": [TEXT] * 240}  # far more than REQUEST_TIMEOUT_S of work
+    body = {"model": SLOW, "input": [TEXT] * 1000}  # 1000 forward passes: far past the timeout
     started = time.monotonic()
     response = httpx.post(f"{slow_server.url}/v1/embeddings", json=body, timeout=60)
     elapsed = time.monotonic() - started
@@ -64,12 +64,12 @@ def test_request_past_its_timeout_is_504_and_dropped(slow_server: GuardedServer)
     assert error["code"] == 504 and str(REQUEST_TIMEOUT_S) in error["message"]
     assert elapsed < REQUEST_TIMEOUT_S + 5
     dropped = dropped_counts(slow_server)[before:]
-    assert len(dropped) == 1 and dropped[0] > 120, dropped
+    assert len(dropped) == 1 and dropped[0] > 500, dropped
 
 
 def test_requests_within_the_timeout_are_unaffected(slow_server: GuardedServer) -> None:
     response = httpx.post(
-        f"{slow_server.url}/v1/embeddings", json={"model": SLOW, "input": [TEXT] * 4}, timeout=30
+        f"{slow_server.url}/v1/embeddings", json={"model": SLOW, "input": ["hi", "there"]}, timeout=30
     )
     assert response.status_code == 200
-    assert len(response.json()["data"]) == 4
+    assert len(response.json()["data"]) == 2

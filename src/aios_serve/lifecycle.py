@@ -62,8 +62,8 @@ class _ClientWatch:
 
 class RequestGuardMiddleware:
     """Cancels a request whose client disconnected (its queued work is dropped by the engine),
-    answers 504 when no response began within the timeout, and logs every 5xx and every
-    escaping exception with the request id, so that one failing request is traceable."""
+    answers 504 when no response began within the timeout, and logs every 5xx but 503 (that is
+    back-pressure) and every escaping exception with the request id, so a failure is traceable."""
 
     def __init__(self, app: ASGIApp, request_timeout_s: float) -> None:
         self.app = app
