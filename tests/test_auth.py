@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import httpx
@@ -109,3 +111,16 @@ def test_key_parsing_formats() -> None:
     ring = KeyRing(parse_api_keys(["a:k1", "b:k2"]))
     assert ring.caller_for("k2") is not None and ring.caller_for("k2").name == "b"  # type: ignore[union-attr]
     assert ring.caller_for("k3") is None
+
+
+def test_bad_keys_on_the_command_line_stop_the_server_cleanly() -> None:
+    command = [sys.executable, "-m", "aios_serve.cli", "serve"]
+    duplicate = subprocess.run(
+        [*command, "--api-key", "ci:sk-dup-1", "--api-key", "ci:sk-dup-2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert duplicate.returncode == 1
+    assert "API key names must be unique" in duplicate.stderr
+    assert "sk-dup" not in duplicate.stderr + duplicate.stdout

@@ -13,7 +13,7 @@ from aios_serve.app import create_app
 from aios_serve.config import ServerConfig, load_config
 from aios_serve.lifecycle import serve
 from aios_serve.observability.request_ids import LOG_FORMAT, install_request_id_logging
-from aios_serve.security import parse_api_keys
+from aios_serve.security import KeyRing, parse_api_keys
 from aios_serve.usage.cli import add_usage_parser, run_usage
 
 API_KEYS_ENV = "AIOS_API_KEYS"
@@ -49,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
 def _with_api_keys(config: ServerConfig, from_args: list[str]) -> ServerConfig:
     """Add keys from the environment and the command line to those in the config."""
     entries = [os.environ.get(API_KEYS_ENV, ""), *from_args]
-    added = parse_api_keys(entries, first_number=len(config.api_keys) + 1)
+    try:
+        added = parse_api_keys(entries, first_number=len(config.api_keys) + 1)
+        KeyRing([*config.api_keys, *added])  # names and keys must be unique
+    except ValueError as exc:  # the messages never contain a key
+        raise SystemExit(f"aios-serve: invalid API keys: {exc}") from None
     return config.model_copy(update={"api_keys": [*config.api_keys, *added]})
 
 
