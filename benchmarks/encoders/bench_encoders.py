@@ -28,6 +28,9 @@ PEER_PACKAGES = ["infinity-emb[server,torch]==0.0.78", "matplotlib==3.11.2", "ht
 MODEL_NAME = "minilm"
 CONCURRENCY = (1, 8, 32)
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+# Every torch process here (both servers, the in-process baseline) gets the same OpenMP setting:
+# sleeping barrier waits, which aios-serve sets by default and which spares a busy box.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def ensure_bench_venv() -> None:

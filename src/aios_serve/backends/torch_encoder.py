@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+# OpenMP threads that spin at barriers starve each other (and the event loop) on a small or busy
+# machine: a 52-token forward went from ~20 ms to ~600 ms on a loaded 2-core box. Sleeping waits
+# keep all cores doing math. libgomp reads this once, when torch loads; a user's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import torch
 from transformers import (
     AutoConfig,
@@ -112,6 +118,7 @@ class TorchEncoderBackend:
         self.max_model_len = max_model_len or self._declared_max_len(config)
         self.vocab_size = int(getattr(config, "vocab_size", len(self.tokenizer)))
         self.pad_token_id = int(self.tokenizer.pad_token_id or 0)
+        self._warm_up()
         log.info(
             "loaded %s (%s, %s, max_model_len=%d)",
             folder,
@@ -119,6 +126,17 @@ class TorchEncoderBackend:
             self.torch_dtype,
             self.max_model_len,
         )
+
+    def _warm_up(self) -> None:
+        """One short and one padded batch, so the first request does not pay for kernel set-up."""
+        pad = max(self.pad_token_id, 1)
+        for rows, length in ((1, 8), (4, 64)):
+            length = min(length, self.max_model_len)
+            batch = [EncodedInput([pad] * length, [0] * length) for _ in range(rows)]
+            if self.cross_encoder:
+                self.score(batch)
+            else:
+                self.embed(batch)
 
     def _declared_max_len(self, config: object) -> int:
         st_config = _read_json(self.folder / "sentence_bert_config.json")
