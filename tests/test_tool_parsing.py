@@ -60,6 +60,9 @@ def test_bare_json_call_is_parsed() -> None:
     assert content is None and calls[0].name == "get_time" and json.loads(calls[0].arguments) == {"tz": "UTC"}
     _, listed = parse_tool_calls('[{"name": "get_time", "parameters": {"tz": "UTC"}}]', NAMES)
     assert [c.name for c in listed] == ["get_time"]
+    fenced = '```json\n{\n  "name": "get_time",\n  "arguments": {\n    "tz": "UTC"\n  }\n}\n```'
+    _, calls = parse_tool_calls(fenced, NAMES)
+    assert calls[0].name == "get_time" and json.loads(calls[0].arguments) == {"tz": "UTC"}
 
 
 @pytest.mark.parametrize(
@@ -114,6 +117,8 @@ def test_arguments_stream_in_several_fragments(qwen: GgufVocab) -> None:
         "Plain answer, no tools.",
         '<tool_call>\n{"name": "get_news", "arguments": {}}\n</tool_call>',
         '{"name": "get_time", "arguments": {"tz": "UTC"}}',
+        '```json\n{"name": "get_time", "arguments": {"tz": "UTC"}}\n```',
+        "```python\nprint(1)\n```",
         "a < b and <tool but not a call",
     ],
 )

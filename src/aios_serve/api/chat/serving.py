@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import Request
 from starlette.responses import Response, StreamingResponse
 
 from aios_serve.api.chat.protocol import ChatCompletionRequest, ChatMessage, NamedToolChoice
+from aios_serve.api.chat.structured import (
+    ChoiceStreamer,
+    OutputPlan,
+    output_message,
+    plan_output,
+    prompt_tools,
+)
 from aios_serve.api.common.pipeline import ServingPipeline
 from aios_serve.api.common.protocol import new_id, unix_now
 from aios_serve.api.common.request_state import note_usage
@@ -45,6 +52,7 @@ class ChatWork:
     prompt_ids: list[int]
     prompt_text: str
     params: SamplingParams
+    plan: OutputPlan = field(default_factory=OutputPlan)
 
 
 @dataclass
@@ -138,7 +146,7 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
     async def preprocess(self, request: ChatCompletionRequest, model: ServedModel) -> ChatWork:
         generator = as_generator(model)
         messages = template_messages(request.messages)
-        tools = [tool.model_dump(exclude_none=True) for tool in request.tools] if request.tools else None
+        tools = prompt_tools(request)
         add_generation_prompt = request.add_generation_prompt and not request.continue_final_message
         try:
             text = generator.render_chat(messages, tools, add_generation_prompt, request.chat_template_kwargs)
@@ -153,7 +161,11 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
         prompt_ids = truncate_prompt(prompt_ids, request.truncate_prompt_tokens, generator.max_model_len)
         max_tokens = resolve_max_tokens(request, len(prompt_ids), generator.max_model_len, None, "messages")
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
-        return ChatWork(prompt_ids, text, sampling_params(request, max_tokens, logprobs))
+        params = sampling_params(request, max_tokens, logprobs)
+        plan = await plan_output(request, generator, text, generator.options.reasoning_parser is not None)
+        if plan.grammar is not None:
+            params = replace(params, grammar=plan.grammar)
+        return ChatWork(prompt_ids, text, params, plan)
 
     async def run(
         self, request: ChatCompletionRequest, model: ServedModel, work: ChatWork, raw: Request
@@ -178,22 +190,20 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
         prompt_tokens = len(work.prompt_ids)
         completion_tokens = sum(len(choice.token_ids) for choice in result.results)
         prefix = self._echo_prefix(request)
-        choices = [
-            {
-                "index": index,
-                "message": {
-                    "role": "assistant",
-                    "reasoning_content": None,
-                    "reasoning": None,
-                    "content": prefix + choice.text,
-                    "tool_calls": [],
-                },
-                "logprobs": content_logprobs(generator, choice.logprobs) if request.logprobs else None,
-                "finish_reason": choice.finish_reason,
-                "stop_reason": choice.stop_reason,
-            }
-            for index, choice in enumerate(result.results)
-        ]
+        choices = []
+        for index, choice in enumerate(result.results):
+            message, finish_reason = output_message(work.plan, choice.text, choice.finish_reason)
+            if prefix:
+                message["content"] = prefix + (message["content"] or "")
+            choices.append(
+                {
+                    "index": index,
+                    "message": message,
+                    "logprobs": content_logprobs(generator, choice.logprobs) if request.logprobs else None,
+                    "finish_reason": finish_reason,
+                    "stop_reason": choice.stop_reason,
+                }
+            )
         note_usage(self.raw, prompt_tokens, completion_tokens)
         return json_response(
             {
@@ -247,19 +257,19 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
                 delta = {"role": "assistant", "content": prefix}
                 first = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
                 yield chunk([first], continuous)
+            streamers = [ChoiceStreamer(work.plan) for _ in range(n)]
             async for _, update in merged_updates(streams):
                 for choice in update.choices:
                     completion_tokens += len(choice.token_ids)
-                    delta: dict[str, Any] = {}
-                    if choice.text:
-                        delta["content"] = choice.text
+                    streamer = streamers[choice.index]
+                    delta = streamer.feed(choice.text, final=choice.finish_reason is not None)
                     if choice.finish_reason is None and not delta and not (request.logprobs and choice.logprobs):
                         continue
                     item: dict[str, Any] = {
                         "index": choice.index,
                         "delta": delta,
                         "logprobs": content_logprobs(generator, choice.logprobs) if request.logprobs else None,
-                        "finish_reason": choice.finish_reason,
+                        "finish_reason": streamer.finish_reason(choice.finish_reason),
                     }
                     if choice.finish_reason is not None:
                         item["stop_reason"] = choice.stop_reason

@@ -20,6 +20,8 @@ TOOL_CALL_CLOSE = "</tool_call>"
 
 _HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
 _ARGS_KEY = re.compile(r'"(?:arguments|parameters)"\s*:\s*')
+_FENCED = re.compile(r"\A```(?:json)?\s*\n(.*?)\n?```\Z", re.DOTALL)
+_BARE_STARTS = ("{", "[", "`")
 _decoder = json.JSONDecoder()
 
 
@@ -106,8 +108,11 @@ def parse_tool_calls(
 
 
 def _parse_bare(text: str, names: Collection[str] | None) -> list[ParsedToolCall]:
-    """A whole output that is a JSON call, or a JSON list of calls."""
+    """A whole output that is a JSON call, or a JSON list of calls (bare or in a ```json fence)."""
     stripped = text.strip()
+    fenced = _FENCED.match(stripped)
+    if fenced is not None:
+        stripped = fenced.group(1).strip()
     if not stripped.startswith(("{", "[")):
         return []
     single = parse_call(stripped, names)
@@ -172,7 +177,7 @@ class ToolCallStreamParser:
             if not self._pending.strip():
                 return events
             self._started = True
-            self._bare = self._pending.lstrip().startswith(("{", "["))
+            self._bare = self._pending.lstrip().startswith(_BARE_STARTS)
         if self._bare:
             return events  # a bare JSON call is only known at the end
         while self._pending:

@@ -181,7 +181,14 @@ class GenerationEngine:
         if seq.finished:
             return
         params = state.params
-        token = seq.sampler.sample(logits, len(seq.generated))
+        constraint = seq.constraint
+        if constraint is None:
+            token = seq.sampler.sample(logits, len(seq.generated))
+        else:
+            allowed = logits.copy()
+            constraint.mask(allowed)
+            token = seq.sampler.sample(allowed, len(seq.generated))
+            constraint.accept(token)
         if params.logprobs is not None:
             seq.new_logprobs.append(token_logprobs(logits, token, params.logprobs))
         seq.generated.append(token)
@@ -196,6 +203,8 @@ class GenerationEngine:
             stop = seq.text.append(self.backend.token_bytes(token))
             if stop is not None:
                 self._finish(seq, "stop", stop)
+            elif constraint is not None and constraint.is_complete:
+                self._finish(seq, "stop", None)
         if seq.finished:
             return
         if (

@@ -32,5 +32,7 @@ class GenerationOptions(BaseModel):
     max_queued_requests: int = Field(default=256, gt=0)
     chat_template: str | None = None
     """A Jinja chat template that replaces the one in the weights."""
+    reasoning_parser: Literal["think"] | None = None
+    """`think`: the model reasons inside <think>…</think>; chat returns that as reasoning_content."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """transformers backend only."""

@@ -4,11 +4,15 @@ and log-probabilities of the raw logits."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from aios_serve.engine.generation.backend import Logits
+
+if TYPE_CHECKING:
+    from aios_serve.engine.generation.constraints import CompiledGrammar
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class SamplingParams:
     min_tokens: int = 0
     logprobs: int | None = None
     """Top-k alternatives to report per token; None reports no log-probabilities."""
+    grammar: CompiledGrammar | None = None
+    """Constrained decoding: each choice samples only tokens this grammar allows."""
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class Sequence:
         self.index = index
         self.slot: int | None = None
         self.sampler = SequenceSampler(params, index, eog_ids)
+        self.constraint = params.grammar.new_constraint() if params.grammar is not None else None
         self.text = OutputText(params.stop)
         self.generated: list[int] = []
         self.pending: int | None = None

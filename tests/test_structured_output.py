@@ -1,0 +1,96 @@
+"""response_format against a real server on Qwen2.5-Coder-0.5B (openai client): strict
+json_schema output parses and validates across seeds; json_object is an object; bad formats
+are 400s."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from tests._tools_server import QWEN, client, tools_server
+
+CITY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "country": {"type": "string", "maxLength": 20},
+        "population_millions": {"type": "number", "minimum": 0},
+        "is_capital": {"type": "boolean"},
+    },
+    "required": ["name", "country", "population_millions", "is_capital"],
+    "additionalProperties": False,
+}
+ASK: list[Any] = [{"role": "user", "content": "Describe Paris as JSON."}]
+
+
+@pytest.fixture(scope="module")
+def api() -> openai.OpenAI:
+    return client()
+
+
+def test_json_schema_output_validates_for_20_seeds(api: openai.OpenAI) -> None:
+    response_format: Any = {
+        "type": "json_schema",
+        "json_schema": {"name": "city", "schema": CITY, "strict": True},
+    }
+
+    def ask(seed: int) -> list[str]:
+        """n=10 choices, each sampling from its own generator seeded by (seed, choice index)."""
+        response = api.chat.completions.create(
+            model=QWEN, messages=ASK, response_format=response_format, seed=seed, n=10, max_tokens=70
+        )
+        assert all(choice.finish_reason == "stop" for choice in response.choices)
+        return [choice.message.content or "" for choice in response.choices]
+
+    with ThreadPoolExecutor(2) as pool:
+        outputs = [text for texts in pool.map(ask, range(2)) for text in texts]
+    assert len(outputs) == 20
+    for output in outputs:
+        jsonschema.validate(json.loads(output), CITY)
+
+
+def test_json_object_output_is_an_object(api: openai.OpenAI) -> None:
+    response = api.chat.completions.create(
+        model=QWEN,
+        messages=[{"role": "user", "content": "Give me a JSON object with a key a set to 1."}],
+        response_format={"type": "json_object"},
+        max_tokens=40,
+        temperature=0,
+    )
+    assert isinstance(json.loads(response.choices[0].message.content or ""), dict)
+
+
+def test_streamed_json_schema_output_validates(api: openai.OpenAI) -> None:
+    response_format: Any = {"type": "json_schema", "json_schema": {"name": "city", "schema": CITY}}
+    text = "".join(
+        chunk.choices[0].delta.content or ""
+        for chunk in api.chat.completions.create(
+            model=QWEN, messages=ASK, response_format=response_format, seed=3, max_tokens=80, stream=True
+        )
+        if chunk.choices
+    )
+    jsonschema.validate(json.loads(text), CITY)
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "yaml"},
+        {"type": "json_schema"},
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}},
+    ],
+)
+def test_bad_response_format_is_400(response_format: dict[str, Any]) -> None:
+    response = httpx.post(
+        f"{tools_server()}/v1/chat/completions",
+        json={"model": QWEN, "messages": ASK, "response_format": response_format},
+        timeout=60,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "response_format"

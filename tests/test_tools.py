@@ -1,0 +1,216 @@
+"""Tool calling against a real server on Qwen2.5-Coder-0.5B with the openai client: required,
+named, none and auto choices, a whole tool loop, streamed calls, 400s, and LangChain."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from tests._tools_server import QWEN, client, tools_server
+
+WEATHER_PARAMS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "description": "The city name", "maxLength": 40},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": WEATHER_PARAMS,
+    },
+}
+TIME: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Get the current time in a time zone",
+        "parameters": {
+            "type": "object",
+            "properties": {"timezone": {"type": "string", "maxLength": 40}},
+            "required": ["timezone"],
+        },
+    },
+}
+PARIS: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def api() -> openai.OpenAI:
+    return client()
+
+
+def test_required_calls_the_tool_with_valid_arguments_for_20_seeds(api: openai.OpenAI) -> None:
+    """20 samples at temperature 1: two seeds with n=10 each (choice i of seed s samples from its
+    own generator seeded by (s, i)), so the prompt is prefilled twice, not 20 times."""
+
+    def ask(seed: int) -> Any:
+        return api.chat.completions.create(
+            model=QWEN,
+            messages=PARIS,
+            tools=[WEATHER],
+            tool_choice="required",
+            seed=seed,
+            n=10,
+            max_tokens=60,
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        choices = [choice for response in pool.map(ask, range(2)) for choice in response.choices]
+    assert len(choices) == 20
+    for choice in choices:
+        assert choice.finish_reason == "tool_calls"
+        (call,) = choice.message.tool_calls or []
+        assert call.type == "function" and call.function.name == "get_weather"
+        assert call.id.startswith("call_") and len(call.id) == 29
+        jsonschema.validate(json.loads(call.function.arguments), WEATHER_PARAMS)
+
+
+def test_named_choice_calls_that_function(api: openai.OpenAI) -> None:
+    response = api.chat.completions.create(
+        model=QWEN,
+        messages=PARIS,
+        tools=[WEATHER, TIME],
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+        max_tokens=60,
+    )
+    choice = response.choices[0]
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.function.name == "get_time"
+    assert isinstance(json.loads(call.function.arguments)["timezone"], str)
+    assert choice.finish_reason == "stop"  # as OpenAI answers a named tool_choice
+
+
+def test_none_never_calls_a_tool(api: openai.OpenAI) -> None:
+    response = api.chat.completions.create(
+        model=QWEN, messages=PARIS, tools=[WEATHER], tool_choice="none", seed=1, n=4, max_tokens=24
+    )
+    for choice in response.choices:
+        assert choice.message.tool_calls == [] and choice.message.content
+        assert choice.finish_reason != "tool_calls"
+
+
+def test_auto_calls_the_weather_tool_for_paris(api: openai.OpenAI) -> None:
+    response = api.chat.completions.create(
+        model=QWEN, messages=PARIS, tools=[WEATHER], temperature=0, max_tokens=80
+    )
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert "paris" in json.loads(call.function.arguments)["city"].lower()
+
+
+def test_two_turn_tool_loop(api: openai.OpenAI) -> None:
+    first = api.chat.completions.create(
+        model=QWEN, messages=PARIS, tools=[WEATHER], temperature=0, max_tokens=80
+    )
+    message = first.choices[0].message
+    (call,) = message.tool_calls or []
+    result = {"city": "Paris", "temperature": 31, "unit": "celsius", "sky": "sunny"}
+    messages: list[Any] = [
+        *PARIS,
+        message.model_dump(exclude_none=True, exclude={"reasoning", "reasoning_content"}),
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)},
+    ]
+    rendered = httpx.post(
+        f"{tools_server()}/tokenize",
+        json={"model": QWEN, "messages": messages, "tools": [WEATHER], "return_token_strs": True},
+        timeout=60,
+    ).json()
+    prompt = "".join(rendered["token_strs"])
+    last_turns = prompt[prompt.rindex("<tool_call>") :]  # the assistant's call, then the result
+    assert "get_weather" in last_turns and "Paris" in last_turns
+    assert "<tool_response>" in last_turns and "31" in last_turns
+    second = api.chat.completions.create(
+        model=QWEN, messages=messages, tools=[WEATHER], temperature=0, max_tokens=40
+    )
+    answer = second.choices[0]
+    # a 0.5B model often calls the tool again instead of answering: either is a working turn
+    assert answer.message.content or answer.message.tool_calls
+    assert answer.finish_reason in ("stop", "tool_calls", "length")
+
+
+def test_streamed_deltas_reassemble_into_the_same_call(api: openai.OpenAI) -> None:
+    kwargs: dict[str, Any] = {
+        "model": QWEN,
+        "messages": PARIS,
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "seed": 7,
+        "max_tokens": 60,
+    }
+    whole = api.chat.completions.create(**kwargs).choices[0]
+    calls: dict[int, dict[str, str]] = {}
+    finish = None
+    first_deltas: list[Any] = []
+    for chunk in api.chat.completions.create(**kwargs, stream=True):
+        for choice in chunk.choices:
+            finish = choice.finish_reason or finish
+            for delta in choice.delta.tool_calls or []:
+                if delta.index not in calls:
+                    first_deltas.append(delta)
+                    calls[delta.index] = {
+                        "id": delta.id or "",
+                        "name": delta.function.name or "",
+                        "arguments": "",
+                    }
+                calls[delta.index]["arguments"] += (delta.function and delta.function.arguments) or ""
+    (expected,) = whole.message.tool_calls or []
+    assert [(c["name"], c["arguments"]) for c in calls.values()] == [
+        (expected.function.name, expected.function.arguments)
+    ]
+    assert first_deltas[0].id.startswith("call_") and first_deltas[0].type == "function"
+    assert finish == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"tool_choice": "required"}, "tool_choice"),
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+        ),
+        ({"tools": [WEATHER] * 129}, "tools"),
+    ],
+)
+def test_bad_tool_requests_are_400(body: dict[str, Any], param: str) -> None:
+    response = httpx.post(
+        f"{tools_server()}/v1/chat/completions", json={"model": QWEN, "messages": PARIS, **body}, timeout=60
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_langchain_bind_tools() -> None:
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Get the current weather in a city."""
+        return f"Sunny in {city}"
+
+    llm = ChatOpenAI(
+        model=QWEN,
+        base_url=f"{tools_server()}/v1",
+        api_key=SecretStr("unused"),
+        temperature=0,
+        max_completion_tokens=60,
+    )
+    reply = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("What's the weather in Paris?")
+    assert reply.tool_calls and reply.tool_calls[0]["name"] == "get_weather"  # type: ignore[attr-defined]
+    assert "paris" in reply.tool_calls[0]["args"]["city"].lower()  # type: ignore[attr-defined]
