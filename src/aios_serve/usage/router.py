@@ -70,7 +70,11 @@ async def read_usage(
     )
 
 
-@router.get("/usage/report", response_class=HTMLResponse, summary="Usage report page")
+@router.get(
+    "/usage/report",
+    responses={200: {"content": {"text/html": {}}, "description": "The report page"}, **ERROR_RESPONSES},
+    summary="Usage report page",
+)
 async def usage_report(
     raw: Request,
     hours: int = Query(24, ge=1, le=MAX_REPORT_HOURS, description="window: the last N hours"),
