@@ -10,12 +10,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-
-# OpenMP threads that spin at barriers starve each other (and the event loop) on a small or busy
-# machine: a 52-token forward went from ~20 ms to ~600 ms on a loaded 2-core box. Sleeping waits
-# keep all cores doing math. libgomp reads this once, when torch loads; a user's value wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import torch
 from transformers import (
     AutoConfig,
