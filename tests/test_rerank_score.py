@@ -249,6 +249,24 @@ def test_bad_input_is_400(encoder_url: str, path: str, body: dict[str, object], 
     assert response.json()["error"]["param"] == param
 
 
+def test_count_limits_apply_before_any_work(encoder_url: str) -> None:
+    """The default limits: 1000 documents per rerank, 1000 pairs per score."""
+    too_many = ["doc"] * 1001
+    rerank_response = rerank(encoder_url, {"model": EMBEDDING, "query": QUERY, "documents": too_many})
+    assert rerank_response.status_code == 400
+    assert rerank_response.json()["error"]["param"] == "documents"
+    assert "1000" in rerank_response.json()["error"]["message"]
+    score_response = httpx.post(
+        f"{encoder_url}/score", json={"model": EMBEDDING, "text_1": QUERY, "text_2": too_many}
+    )
+    assert score_response.status_code == 400
+    assert score_response.json()["error"]["param"] == "text_2"
+    assert (
+        rerank(encoder_url, {"model": EMBEDDING, "query": QUERY, "documents": too_many[:1000]}).status_code
+        == 200
+    )
+
+
 def test_unknown_model_is_404(encoder_url: str) -> None:
     response = rerank(encoder_url, {"model": "missing", "query": QUERY, "documents": ["a"]})
     assert response.status_code == 404

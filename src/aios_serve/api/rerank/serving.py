@@ -12,11 +12,16 @@ from aios_serve.api.common.responses import json_response
 from aios_serve.api.embeddings.serving import as_encoder
 from aios_serve.api.rerank.protocol import RerankRequest
 from aios_serve.engine.relevance import PairScores, score_pairs
+from aios_serve.limits import check_count
 from aios_serve.registry import ServedModel
 
 
 class RerankServing(ServingPipeline[RerankRequest, list[str], PairScores]):
     capability = "rerank"
+
+    def validate(self, request: RerankRequest, model: ServedModel) -> None:
+        limit = self.registry.config.limits.max_rerank_documents
+        check_count(len(request.documents), limit, "documents", "documents")
 
     async def preprocess(self, request: RerankRequest, model: ServedModel) -> list[str]:
         documents = request.document_texts()
@@ -28,7 +33,13 @@ class RerankServing(ServingPipeline[RerankRequest, list[str], PairScores]):
         self, request: RerankRequest, model: ServedModel, work: list[str], raw: Request
     ) -> PairScores:
         result = await score_pairs(
-            as_encoder(model), [request.query], work, request.truncate_prompt_tokens, "query", "documents"
+            as_encoder(model),
+            [request.query],
+            work,
+            request.truncate_prompt_tokens,
+            "query",
+            "documents",
+            self.registry.config.limits.max_request_tokens,
         )
         note_usage(raw, result.prompt_tokens)
         return result

@@ -13,6 +13,7 @@ from aios_serve.api.embeddings.serving import as_encoder
 from aios_serve.api.score.protocol import ScoreRequest
 from aios_serve.engine.relevance import PairScores, score_pairs
 from aios_serve.errors import invalid
+from aios_serve.limits import check_count
 from aios_serve.registry import ServedModel
 
 TextPairs = tuple[list[str], list[str]]
@@ -27,6 +28,9 @@ class ScoreServing(ServingPipeline[ScoreRequest, TextPairs, PairScores]):
 
     def validate(self, request: ScoreRequest, model: ServedModel) -> None:
         first, second = as_list(request.text_1), as_list(request.text_2)
+        check_count(
+            max(len(first), len(second)), self.registry.config.limits.max_score_pairs, "text_2", "pairs"
+        )
         if len(first) > 1 and len(first) != len(second):
             raise invalid(
                 f"text_1 has {len(first)} texts and text_2 has {len(second)}; pairs must be 1:1, 1:N or N:N.",
@@ -41,7 +45,13 @@ class ScoreServing(ServingPipeline[ScoreRequest, TextPairs, PairScores]):
     ) -> PairScores:
         first, second = work
         result = await score_pairs(
-            as_encoder(model), first, second, request.truncate_prompt_tokens, "text_1", "text_2"
+            as_encoder(model),
+            first,
+            second,
+            request.truncate_prompt_tokens,
+            "text_1",
+            "text_2",
+            self.registry.config.limits.max_request_tokens,
         )
         note_usage(raw, result.prompt_tokens)
         return result
