@@ -186,6 +186,7 @@ def run_model(bundled: str, args: argparse.Namespace, workdir: Path) -> dict[str
         "n_ctx": args.n_ctx,
         "max_num_seqs": 16,
         "flash_attn": args.flash_attn,
+        "kv_unified": args.kv_unified,
     }
     config.write_text(
         yaml.safe_dump(
@@ -278,6 +279,9 @@ def main() -> None:
         default=str(Path(".cache/bench-deps").resolve()),
         help="folder with llama_cpp.server's extras (starlette-context, sse-starlette, pydantic-settings)",
     )
+    parser.add_argument(
+        "--kv-unified", action="store_true", help="aios-serve with one shared KV cache (option kv_unified)"
+    )
     parser.add_argument("--logs", default=".cache/bench-logs", help="folder for configs and server logs")
     args = parser.parse_args()
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -289,7 +293,8 @@ def main() -> None:
     print(table(results))
     print(
         f"\nthreads={args.threads} n_ctx={args.n_ctx} max_tokens={args.max_tokens} "
-        f"flash_attn={args.flash_attn} load average at end: {os.getloadavg()[0]:.2f}"
+        f"flash_attn={args.flash_attn} kv_unified={args.kv_unified} "
+        f"load average at end: {os.getloadavg()[0]:.2f}"
     )
 
 
