@@ -13,10 +13,10 @@ import time
 import llama_cpp.llama_cpp as llama
 import numpy as np
 from llama_cpp import llama_grammar
+from tests._vocab import gguf_vocab
 
 from aios_serve.engine.generation.constraints import tool_call_grammar
 from aios_serve.engine.generation.constraints.grammars import function_call_schema
-from tests._vocab import gguf_vocab
 
 WEATHER = {
     "type": "object",

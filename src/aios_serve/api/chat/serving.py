@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -68,7 +69,7 @@ def check_chat_fields(request: ChatCompletionRequest) -> None:
         raise invalid("top_logprobs requires logprobs to be true.", "top_logprobs")
     choice = request.tool_choice
     if choice is not None and choice != "none" and not request.tools:
-        raise invalid('When using `tool_choice`, `tools` must be set.', "tool_choice")
+        raise invalid("When using `tool_choice`, `tools` must be set.", "tool_choice")
     if isinstance(choice, NamedToolChoice):
         names = {tool.function.name for tool in request.tools or []}
         if choice.function.name not in names:
@@ -101,12 +102,14 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
             for call in message.tool_calls:
                 arguments: Any = call.function.arguments
                 if isinstance(arguments, str):
-                    try:
+                    with contextlib.suppress(json.JSONDecodeError):
                         arguments = json.loads(arguments) if arguments else {}
-                    except json.JSONDecodeError:
-                        pass
                 calls.append(
-                    {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": arguments}}
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.function.name, "arguments": arguments},
+                    }
                 )
             item["tool_calls"] = calls
         out.append(item)
@@ -263,12 +266,18 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
                     completion_tokens += len(choice.token_ids)
                     streamer = streamers[choice.index]
                     delta = streamer.feed(choice.text, final=choice.finish_reason is not None)
-                    if choice.finish_reason is None and not delta and not (request.logprobs and choice.logprobs):
+                    if (
+                        choice.finish_reason is None
+                        and not delta
+                        and not (request.logprobs and choice.logprobs)
+                    ):
                         continue
                     item: dict[str, Any] = {
                         "index": choice.index,
                         "delta": delta,
-                        "logprobs": content_logprobs(generator, choice.logprobs) if request.logprobs else None,
+                        "logprobs": content_logprobs(generator, choice.logprobs)
+                        if request.logprobs
+                        else None,
                         "finish_reason": streamer.finish_reason(choice.finish_reason),
                     }
                     if choice.finish_reason is not None:
