@@ -20,10 +20,16 @@ from aios_serve.engine.generation.constraints.grammars import function_call_sche
 
 WEATHER = {
     "type": "object",
-    "properties": {"location": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    "properties": {
+        "location": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    },
     "required": ["location", "unit"],
 }
-CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris", "unit": "celsius"}}\n</tool_call>'
+CALL = (
+    '<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris", "unit": "celsius"}}'
+    "\n</tool_call>"
+)
 
 
 def main() -> None:
@@ -58,7 +64,10 @@ def main() -> None:
     llama.llama_sampler_free(sampler)
     for name, times in (("llguidance (mask + apply)", llg), ("llama.cpp grammar sampler", gbnf_times)):
         ms = np.array(times) * 1e3
-        print(f"{name}: {len(ms)} steps, mean {ms.mean():.2f} ms, median {np.median(ms):.2f} ms, max {ms.max():.2f} ms")
+        print(
+            f"{name}: {len(ms)} steps, mean {ms.mean():.2f} ms, "
+            f"median {np.median(ms):.2f} ms, max {ms.max():.2f} ms"
+        )
 
 
 if __name__ == "__main__":
