@@ -127,7 +127,10 @@ class RequestGuardMiddleware:
         except Exception as exc:
             log.error(
                 "request_id=%s %s %s failed: %s",
-                _request_id(scope, headers), scope["method"], scope["path"], type(exc).__name__,
+                _request_id(scope, headers),
+                scope["method"],
+                scope["path"],
+                type(exc).__name__,
             )
             raise
         finally:
@@ -136,16 +139,17 @@ class RequestGuardMiddleware:
         if status >= 500 and status != 503:  # 503 is back-pressure working, not a fault
             log.error(
                 "request_id=%s %s %s answered %d",
-                _request_id(scope, headers), scope["method"], scope["path"], status,
+                _request_id(scope, headers),
+                scope["method"],
+                scope["path"],
+                status,
             )
 
 
 def install_guards(app: FastAPI, config: ServerConfig) -> None:
     """Outermost first: request guard, API keys, body size (add_middleware prepends)."""
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=config.limits.max_body_bytes)
-    app.add_middleware(
-        ApiKeyMiddleware, keys=KeyRing(config.api_keys), open_paths=config.open_paths
-    )
+    app.add_middleware(ApiKeyMiddleware, keys=KeyRing(config.api_keys), open_paths=config.open_paths)
     app.add_middleware(RequestGuardMiddleware, request_timeout_s=config.limits.request_timeout_s)
 
 

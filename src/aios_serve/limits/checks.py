@@ -9,9 +9,7 @@ def check_count(count: int, limit: int, param: str, what: str) -> None:
     """Refuse a list longer than `limit`, e.g. `check_count(len(docs), lim.max_rerank_documents,
     "documents", "documents")`."""
     if count > limit:
-        raise invalid(
-            f"{param}: {count} {what} exceed this server's limit of {limit} per request.", param
-        )
+        raise invalid(f"{param}: {count} {what} exceed this server's limit of {limit} per request.", param)
 
 
 def check_max(value: int | None, limit: int, param: str) -> None:

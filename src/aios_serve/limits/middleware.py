@@ -64,6 +64,4 @@ class BodySizeLimitMiddleware:
         except HTTPException as exc:
             if exc.status_code != 413 or started:
                 raise
-            await error_response(ApiError(ErrorKind.PAYLOAD_TOO_LARGE, str(exc.detail)))(
-                scope, receive, send
-            )
+            await error_response(ApiError(ErrorKind.PAYLOAD_TOO_LARGE, str(exc.detail)))(scope, receive, send)

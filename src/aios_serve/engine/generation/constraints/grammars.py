@@ -65,7 +65,7 @@ def tool_call_grammar(
     schema: dict[str, Any] = options[0] if len(options) == 1 else {"anyOf": options}
     body = "call"
     if wrapped:
-        body = f'{_lark_string(TOOL_CALL_OPEN + chr(10))} call {_lark_string(chr(10) + TOOL_CALL_CLOSE)}'
+        body = f"{_lark_string(TOOL_CALL_OPEN + chr(10))} call {_lark_string(chr(10) + TOOL_CALL_CLOSE)}"
     return f"start: {body}\ncall: {_json_rule(schema)}\n"
 
 
