@@ -128,6 +128,32 @@ def test_a_stream_the_client_leaves_is_counted_as_499(server: Server) -> None:
     raise AssertionError("the abandoned stream was not counted with status 499")
 
 
+def test_the_generation_engine_reports_running_requests_and_kv_cache_use(server: Server) -> None:
+    """While a stream is generating, its sequence is running and holds KV cells; after, none."""
+    body = {
+        "model": GENERATION,
+        "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
+        "max_tokens": 200,
+        "temperature": 0,
+        "stream": True,
+    }
+    labels = {"model_name": GENERATION}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=120) as response:
+        lines = response.iter_lines()
+        for _ in range(4):
+            next(lines)
+        during = scrape(server.url)
+        assert value(during, "vllm:num_requests_running", **labels) == 1
+        assert 0 < value(during, "vllm:kv_cache_usage_perc", **labels) < 1
+        assert value(during, "aios_serve_batch_size", **labels) >= 1
+        for _ in lines:
+            pass
+    deadline = time.monotonic() + 10
+    while value(scrape(server.url), "vllm:num_requests_running", **labels) != 0:
+        assert time.monotonic() < deadline, "the finished request still counts as running"
+        time.sleep(0.1)
+
+
 def test_an_engine_with_stats_feeds_the_vllm_gauges() -> None:
     """The contract for the generation engine: a `stats()` method on the served model."""
     from types import SimpleNamespace

@@ -22,6 +22,7 @@ from aios_serve.engine.generation.sequence import (
     RequestUpdate,
     Sequence,
 )
+from aios_serve.observability.engine_stats import EngineStats
 
 log = logging.getLogger("aios_serve.engine.generation")
 
@@ -44,6 +45,7 @@ class GenerationEngine:
         self._eog_set = set(self._eog_ids)
         self._thread = threading.Thread(target=self._run, name=f"generate-{name}", daemon=True)
         self.steps = 0
+        self.snapshot = EngineStats(running=0, waiting=0, kv_cache_usage=0.0, batch_size=0)
 
     @property
     def eog_ids(self) -> list[int]:
@@ -104,6 +106,7 @@ class GenerationEngine:
         self._drop_cancelled()
         self._admit()
         touched: dict[int, RequestState] = {}
+        decoded = 0
         for items, owners in self._plan_calls():
             try:
                 self.backend.decode(items)
@@ -111,11 +114,23 @@ class GenerationEngine:
                 self._preempt_newest()
                 break
             self.steps += 1
+            decoded += len(items)
             for item, (state, target) in zip(items, owners, strict=True):
                 touched[id(state)] = state
                 self._after_decode(state, target, item)
         for state in touched.values():
             self._publish(state)
+        self._take_snapshot(decoded)
+
+    def _take_snapshot(self, batch_size: int) -> None:
+        """Publish the scheduler's state for the metrics (one attribute write, so thread-safe)."""
+        used = sum(state.cached_tokens() for state in self._active)
+        self.snapshot = EngineStats(
+            running=len(self._active),
+            waiting=len(self._waiting),
+            kv_cache_usage=min(1.0, used / self.kv_cells) if self.kv_cells else 0.0,
+            batch_size=batch_size,
+        )
 
     def _after_decode(self, state: RequestState, target: PrefillTask | Sequence, item: BatchItem) -> None:
         if isinstance(target, PrefillTask):

@@ -18,6 +18,7 @@ from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.engine.generation.sequence import RequestState, UpdateStream
 from aios_serve.errors import ApiError, ErrorKind
 from aios_serve.models.bundled import resolve_bundled
+from aios_serve.observability.engine_stats import EngineStats
 
 log = logging.getLogger("aios_serve.engine.generation")
 
@@ -126,6 +127,11 @@ class GenerationModel:
     @property
     def max_sequences(self) -> int:
         return self.backend.max_sequences
+
+    def stats(self) -> EngineStats:
+        """Running and waiting requests, KV-cache use and the last batch, for /metrics."""
+        engine = self._engine
+        return engine.snapshot if engine is not None else EngineStats()
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self.backend.tokenize(text, add_special)
