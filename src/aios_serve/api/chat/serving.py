@@ -30,6 +30,8 @@ from aios_serve.api.completions.generate import (
     as_generator,
     check_model_limits,
     check_request_fields,
+    check_request_limits,
+    check_request_tokens,
     collect,
     merged_updates,
     resolve_max_tokens,
@@ -144,6 +146,7 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
         return await super().handle(request, raw)
 
     def validate(self, request: ChatCompletionRequest, model: ServedModel) -> None:
+        check_request_limits(request, self.registry.config.limits, len(request.tools or []))
         check_model_limits(request, as_generator(model))
 
     async def preprocess(self, request: ChatCompletionRequest, model: ServedModel) -> ChatWork:
@@ -165,6 +168,7 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
         max_tokens = resolve_max_tokens(request, len(prompt_ids), generator.max_model_len, None, "messages")
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         params = sampling_params(request, max_tokens, logprobs)
+        check_request_tokens(len(prompt_ids), params, request.n or 1, self.registry.config.limits)
         plan = await plan_output(request, generator, text, generator.options.reasoning_parser is not None)
         if plan.grammar is not None:
             params = replace(params, grammar=plan.grammar)

@@ -17,6 +17,7 @@ from aios_serve.engine.generation import GenerationModel, SamplingParams
 from aios_serve.engine.generation.sampling import TokenLogprobs
 from aios_serve.engine.generation.sequence import RequestUpdate, UpdateStream
 from aios_serve.errors import ApiError, ErrorKind, invalid
+from aios_serve.limits import LimitsConfig, check_count, check_max, check_total_tokens
 from aios_serve.registry import ServedModel
 
 DISCONNECT_POLL_S = 0.25
@@ -45,6 +46,18 @@ def check_model_limits(request: SamplingFields, model: GenerationModel) -> None:
     n = request.n or 1
     if n > model.max_sequences:
         raise invalid(f"n must be at most {model.max_sequences} for this model.", "n")
+
+
+def check_request_limits(request: SamplingFields, limits: LimitsConfig, tools: int = 0) -> None:
+    """The server's configured limits on choices, stop strings and tools."""
+    check_max(request.n, limits.max_n, "n")
+    check_count(len(request.stop_list()), limits.max_stop, "stop", "stop strings")
+    check_count(tools, limits.max_tools, "tools", "tools")
+
+
+def check_request_tokens(prompt_tokens: int, params: SamplingParams, n: int, limits: LimitsConfig) -> None:
+    """Prompt plus every choice's maximum output must fit the per-request token limit."""
+    check_total_tokens(prompt_tokens + n * params.max_tokens, limits.max_request_tokens, "max_tokens")
 
 
 def check_token_ids(token_ids: list[int], n_vocab: int, param: str) -> None:

@@ -20,6 +20,8 @@ from aios_serve.api.completions.generate import (
     as_generator,
     check_model_limits,
     check_request_fields,
+    check_request_limits,
+    check_request_tokens,
     check_token_ids,
     collect,
     merged_updates,
@@ -101,6 +103,7 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
         return await super().handle(request, raw)
 
     def validate(self, request: CompletionRequest, model: ServedModel) -> None:
+        check_request_limits(request, self.registry.config.limits)
         check_model_limits(request, as_generator(model))
 
     async def preprocess(self, request: CompletionRequest, model: ServedModel) -> CompletionWork:
@@ -131,6 +134,7 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
                 request, len(ids), generator.max_model_len, DEFAULT_MAX_TOKENS, "prompt"
             )
             params.append(sampling_params(request, max_tokens, request.logprobs))
+            check_request_tokens(len(ids), params[-1], request.n or 1, self.registry.config.limits)
         return CompletionWork(prompts, texts, params)
 
     async def run(

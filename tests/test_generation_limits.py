@@ -1,0 +1,69 @@
+"""The configured limits on completions and chat: n, stop strings, tools and tokens per request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.servers import running_server, write_config
+
+MODEL = "smollm2"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("generation-limits")
+    config = write_config(
+        folder,
+        [{"name": MODEL, "kind": "generate", "bundled": "smollm2-135m-instruct", "options": {"n_ctx": 2048}}],
+        limits={"max_n": 2, "max_stop": 1, "max_tools": 1, "max_request_tokens": 200},
+    )
+    with running_server(config, folder / "server.log") as base_url:
+        yield base_url
+
+
+def chat(url: str, **fields: object) -> httpx.Response:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, **fields}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+
+
+def complete(url: str, **fields: object) -> httpx.Response:
+    body = {"model": MODEL, "prompt": "Hello", "max_tokens": 4, **fields}
+    return httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"n": 3}, "n"),
+        ({"stop": ["a", "b"]}, "stop"),
+        ({"tools": [WEATHER_TOOL, WEATHER_TOOL]}, "tools"),
+        ({"max_tokens": 190}, "max_tokens"),
+        ({"n": 2, "max_tokens": 95}, "max_tokens"),
+    ],
+)
+def test_chat_over_a_limit_is_400(url: str, fields: dict[str, object], param: str) -> None:
+    response = chat(url, **fields)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [({"n": 3}, "n"), ({"stop": ["a", "b"]}, "stop"), ({"max_tokens": 200}, "max_tokens")],
+)
+def test_completions_over_a_limit_is_400(url: str, fields: dict[str, object], param: str) -> None:
+    response = complete(url, **fields)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_within_the_limits_is_served(url: str) -> None:
+    assert chat(url, n=2, stop=["."], tools=[WEATHER_TOOL], tool_choice="none").status_code == 200
+    assert complete(url, n=2, stop=["."]).status_code == 200
