@@ -68,4 +68,4 @@ $(RAY_VENV)/.ray-stamp: requirements-ray.txt $(STAMP)
 
 # About 80 s on 2 cores (a local Ray instance, 2 replicas of the embedding model); not in `make test`.
 test-ray: ray-venv
-	$(RAY_VENV)/bin/python -m pytest -q -ra tests/test_ray_serve.py
+	$(RAY_VENV)/bin/python -m pytest -q -ra tests/test_ray_serve.py tests/test_ray_cli.py

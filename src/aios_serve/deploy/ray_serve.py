@@ -32,6 +32,10 @@ log = logging.getLogger("aios_serve.ray")
 
 REPLICA_HEADER = "x-aios-replica"
 INGRESS_OPTIONS: dict[str, Any] = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}
+# A replica reserves no CPU unless its config says so: Ray's default of one CPU each leaves the
+# third model of the bundled defaults waiting forever on a 2-core machine. Models use every core
+# they are given through their own thread pools; set `deployment.ray_actor_options` to reserve.
+DEFAULT_DEPLOYMENT: dict[str, Any] = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}
 # Ray's proxy replaces a dead replica; the ingress only needs to notice a model route failing.
 INGRESS_HEALTH = RemoteOptions(health_interval_s=2.0, unhealthy_after=3, healthy_after=1)
 
@@ -129,7 +133,7 @@ def build_applications(
         if spec.kind == "remote":
             continue
         builder = _model_app_builder(model_config(config, spec, internal_key))
-        options = {"num_replicas": 1, **spec.deployment}
+        options = {**DEFAULT_DEPLOYMENT, **spec.deployment}
         deployment = serve.deployment(name=app_name_of(spec), **options)(serve.ingress(builder)())
         applications.append((app_name_of(spec), route_of(spec), deployment.bind()))
     front = ingress_config(config, http_url, internal_key)
