@@ -15,7 +15,6 @@ from aios_serve.engine.batching import plan_micro_batches
 from aios_serve.engine.encoder import EncoderModel, TokenizedTexts
 
 # The model fixture lives on the session loop (pyproject), so the tests run there too.
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def _texts(count: int, words: int, seed: int) -> list[str]:
