@@ -78,6 +78,9 @@ def _sentence_transformers_pooling(folder: Path) -> Pooling:
     return "mean"
 
 
+PAD_MULTIPLE = 16
+
+
 class TorchEncoderBackend:
     """Loads an HF folder and runs batched forward passes; thread-confined by the caller."""
 
@@ -146,6 +149,8 @@ class TorchEncoderBackend:
 
     def _pad(self, batch: list[EncodedInput]) -> dict[str, torch.Tensor]:
         longest = max(len(item) for item in batch)
+        # Round up so that the kernels (and the memory they cache per shape) see few shapes.
+        longest = min(-(-longest // PAD_MULTIPLE) * PAD_MULTIPLE, max(longest, self.max_model_len))
         ids = np.full((len(batch), longest), self.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(batch), longest), dtype=np.int64)
         types = np.zeros((len(batch), longest), dtype=np.int64)
