@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -67,3 +69,23 @@ def test_completions_over_a_limit_is_400(url: str, fields: dict[str, object], pa
 def test_within_the_limits_is_served(url: str) -> None:
     assert chat(url, n=2, stop=["."], tools=[WEATHER_TOOL], tool_choice="none").status_code == 200
     assert complete(url, n=2, stop=["."]).status_code == 200
+
+
+def test_a_full_generation_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
+    options = {"n_ctx": 1024, "max_num_seqs": 1, "max_queued_requests": 1}
+    config = write_config(
+        tmp_path,
+        [{"name": MODEL, "kind": "generate", "bundled": "smollm2-135m-instruct", "options": options}],
+    )
+    with running_server(config, tmp_path / "server.log") as base_url:
+
+        def ask(_: int) -> httpx.Response:
+            return chat(base_url, max_tokens=48, temperature=0)
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(ask, range(8)))
+    statuses = sorted(response.status_code for response in responses)
+    assert set(statuses) == {200, 503}, statuses
+    refused = [response for response in responses if response.status_code == 503]
+    assert all(response.headers["Retry-After"] for response in refused)
+    assert all(response.json()["error"]["code"] == 503 for response in refused)

@@ -53,7 +53,8 @@ class GenerationEngine:
 
     @property
     def queued(self) -> int:
-        return len(self._waiting)
+        """Requests waiting for the batch, counting those submitted since the last step."""
+        return len(self._waiting) + self._commands.qsize()
 
     @property
     def running(self) -> int:
