@@ -32,6 +32,16 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+def prompt_only_usage(prompt_tokens: int) -> dict[str, int | None]:
+    """The `usage` object of an API that reads tokens and generates none."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "total_tokens": prompt_tokens,
+        "completion_tokens": 0,
+        "prompt_tokens_details": None,
+    }
+
+
 def new_id(prefix: str) -> str:
     """A unique response id such as `embd-1f0c…`."""
     return f"{prefix}-{uuid.uuid4().hex}"

@@ -9,7 +9,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from aios_serve.api.common.pipeline import ServingPipeline
-from aios_serve.api.common.protocol import new_id, unix_now
+from aios_serve.api.common.protocol import new_id, prompt_only_usage, unix_now
 from aios_serve.api.common.request_state import note_usage
 from aios_serve.api.common.responses import json_response
 from aios_serve.api.embeddings.protocol import EmbeddingRequest
@@ -93,11 +93,6 @@ class EmbeddingServing(ServingPipeline[EmbeddingRequest, TokenizedTexts, np.ndar
                     }
                     for i, row in enumerate(result)
                 ],
-                "usage": {
-                    "prompt_tokens": tokens,
-                    "total_tokens": tokens,
-                    "completion_tokens": 0,
-                    "prompt_tokens_details": None,
-                },
+                "usage": prompt_only_usage(tokens),
             }
         )

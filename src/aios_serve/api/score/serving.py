@@ -6,7 +6,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from aios_serve.api.common.pipeline import ServingPipeline
-from aios_serve.api.common.protocol import new_id, unix_now
+from aios_serve.api.common.protocol import new_id, prompt_only_usage, unix_now
 from aios_serve.api.common.request_state import note_usage
 from aios_serve.api.common.responses import json_response
 from aios_serve.api.embeddings.serving import as_encoder
@@ -70,11 +70,6 @@ class ScoreServing(ServingPipeline[ScoreRequest, TextPairs, PairScores]):
                     {"index": i, "object": "score", "score": float(score)}
                     for i, score in enumerate(result.scores)
                 ],
-                "usage": {
-                    "prompt_tokens": tokens,
-                    "total_tokens": tokens,
-                    "completion_tokens": 0,
-                    "prompt_tokens_details": None,
-                },
+                "usage": prompt_only_usage(tokens),
             }
         )
