@@ -25,6 +25,9 @@ class UsageQuery:
     caller: str | None = None
 
 
+LATEST_UNIX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime can show
+
+
 def parse_time(value: str | None, param: str) -> float | None:
     """Unix seconds, or an ISO 8601 date or datetime (UTC unless it carries an offset)."""
     if value is None or value.strip() == "":
@@ -35,8 +38,11 @@ def parse_time(value: str | None, param: str) -> float | None:
     except ValueError:
         pass
     else:
-        if not math.isfinite(number):
-            raise invalid(f"{param} must be a finite Unix time or an ISO 8601 date.", param)
+        if not math.isfinite(number) or not 0 <= number <= LATEST_UNIX_TIME:
+            raise invalid(
+                f"{param} must be Unix seconds between 0 and {LATEST_UNIX_TIME} or an ISO 8601 date.",
+                param,
+            )
         return number
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
