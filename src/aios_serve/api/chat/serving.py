@@ -42,6 +42,7 @@ from aios_serve.api.completions.generate import (
     truncate_prompt,
     usage,
 )
+from aios_serve.api.completions.protocol import usage_chunks
 from aios_serve.engine.generation import GenerationModel, SamplingParams
 from aios_serve.engine.generation.chat_template import ChatTemplateError
 from aios_serve.engine.generation.sampling import TokenLogprobs
@@ -240,9 +241,7 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
         streams: list[UpdateStream],
     ) -> AsyncIterator[bytes]:
         response_id, created, n = new_id("chatcmpl"), unix_now(), request.n or 1
-        options = request.stream_options
-        include_usage = bool(options and options.include_usage)
-        continuous = include_usage and bool(options and options.continuous_usage_stats)
+        include_usage, continuous = usage_chunks(request.stream_options)
         prompt_tokens, completion_tokens = len(work.prompt_ids), 0
         raw = self.raw
 

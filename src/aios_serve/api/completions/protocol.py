@@ -18,6 +18,12 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool | None = False
 
 
+def usage_chunks(options: StreamOptions | None) -> tuple[bool, bool]:
+    """(a final usage chunk, usage in every chunk): the second only with the first, as vLLM."""
+    include_usage = bool(options and options.include_usage)
+    return include_usage, include_usage and bool(options and options.continuous_usage_stats)
+
+
 class SamplingFields(BaseModel):
     """The sampling parameters that completions and chat share."""
 

@@ -33,7 +33,7 @@ from aios_serve.api.completions.generate import (
     truncate_prompt,
     usage,
 )
-from aios_serve.api.completions.protocol import CompletionRequest
+from aios_serve.api.completions.protocol import CompletionRequest, usage_chunks
 from aios_serve.engine.generation import GenerationModel, SamplingParams
 from aios_serve.engine.generation.sampling import TokenLogprobs
 from aios_serve.engine.generation.sequence import UpdateStream
@@ -200,9 +200,7 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
         streams: list[UpdateStream],
     ) -> AsyncIterator[bytes]:
         response_id, created, n = new_id("cmpl"), unix_now(), request.n or 1
-        options = request.stream_options
-        include_usage = bool(options and options.include_usage)
-        continuous = include_usage and bool(options and options.continuous_usage_stats)
+        include_usage, continuous = usage_chunks(request.stream_options)
         completion_tokens = 0
         offsets = [len(work.prompt_texts[i // n]) if request.echo else 0 for i in range(len(streams) * n)]
         raw = self.raw
