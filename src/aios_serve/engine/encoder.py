@@ -6,11 +6,13 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from aios_serve.backends.torch_encoder import DType, EncodedInput, TorchEncoderBackend
+from aios_serve.backends.encoder_base import EncodedInput, EncoderBackend
+from aios_serve.backends.torch_encoder import DType, TorchEncoderBackend
 from aios_serve.config import ModelSpec
 from aios_serve.engine.batching import BatchScheduler
 from aios_serve.errors import invalid
@@ -26,12 +28,19 @@ class EncoderOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dtype: DType = "auto"
+    backend: Literal["torch", "onnx"] = "torch"
+    dtype: DType = "auto"  # torch's precision; onnx runs float32
     threads: int | None = Field(default=None, gt=0)
     max_batch_tokens: int = Field(default=8192, gt=0)
     max_batch_size: int = Field(default=128, gt=0)
     max_queued_requests: int = Field(default=1024, gt=0)
     micro_batch_tokens: int = Field(default=4096, gt=0)  # padded tokens per forward pass
+
+    @model_validator(mode="after")
+    def _onnx_runs_float32(self) -> EncoderOptions:
+        if self.backend == "onnx" and self.dtype == "bfloat16":
+            raise ValueError("backend onnx runs float32; dtype bfloat16 needs backend torch")
+        return self
 
 
 @dataclass(frozen=True)
@@ -52,11 +61,11 @@ class EncoderModel:
         self.spec = spec
         self.options = EncoderOptions.model_validate(spec.options)
         self.cross_encoder = spec.kind == "cross-encoder"
-        self._backend: TorchEncoderBackend | None = None
+        self._backend: EncoderBackend | None = None
         self._scheduler: BatchScheduler[EncodedInput] | None = None
 
     @property
-    def backend(self) -> TorchEncoderBackend:
+    def backend(self) -> EncoderBackend:
         if self._backend is None:
             raise RuntimeError(f"model {self.spec.name} is not loaded")
         return self._backend
@@ -76,7 +85,16 @@ class EncoderModel:
             return resolve_bundled(self.spec.bundled)
         return Path(str(self.spec.path)).expanduser()
 
-    def _load(self) -> TorchEncoderBackend:
+    def _load(self) -> EncoderBackend:
+        if self.options.backend == "onnx":
+            from aios_serve.backends.onnx_encoder import OnnxEncoderBackend  # only where configured
+
+            return OnnxEncoderBackend(
+                self._folder(),
+                cross_encoder=self.cross_encoder,
+                max_model_len=self.spec.max_model_len,
+                threads=self.options.threads or os.cpu_count(),
+            )
         return TorchEncoderBackend(
             self._folder(),
             cross_encoder=self.cross_encoder,
