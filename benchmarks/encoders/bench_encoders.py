@@ -199,6 +199,15 @@ def sentence_transformers_baseline(folder: Path, texts: list[str], tokens: int) 
     return {"sentences_per_s": len(texts) / elapsed, "tokens_per_s": tokens / elapsed}
 
 
+def backend_baselines(out: Path) -> list[dict[str, Any]]:
+    """Our backends in process (project venv): torch fp32, torch bf16, onnxruntime fp32."""
+    path = out / "backends.json"
+    script = Path(__file__).with_name("bench_backends.py")
+    subprocess.run([str(PROJECT_PYTHON), str(script), "--json", str(path)], check=True)
+    rows: list[dict[str, Any]] = json.loads(path.read_text())["rows"]
+    return rows
+
+
 def chart(results: dict[str, Any], baseline: dict[str, float], path: Path) -> None:
     import matplotlib
 
@@ -224,7 +233,9 @@ def chart(results: dict[str, Any], baseline: dict[str, float], path: Path) -> No
     figure.savefig(path, dpi=110)
 
 
-def report(results: dict[str, Any], baseline: dict[str, float], rerank_note: str) -> str:
+def report(
+    results: dict[str, Any], baseline: dict[str, float], rerank_note: str, backends: list[dict[str, Any]]
+) -> str:
     ours, theirs = results["aios-serve"], results["infinity"]
     lines = [
         "| server | concurrency | sentences/s | tokens/s | p50 ms | p99 ms |",
@@ -241,6 +252,12 @@ def report(results: dict[str, Any], baseline: dict[str, float], rerank_note: str
         f"| sentence-transformers fp32 (in process, batch 32) | - | {baseline['sentences_per_s']:.1f} | "
         f"{baseline['tokens_per_s']:.0f} | - | - |"
     )
+    for row in backends:
+        lines.append(
+            f"| our {row['backend']} backend (in process, batch {row['batch']} x {row['tokens']} tokens, "
+            f"median of 5) | - | {row['sentences_per_s']:.1f} | {row['sentences_per_s'] * row['tokens']:.0f} "
+            "| - | - |"
+        )
     top = CONCURRENCY[-1]
     ours_top, theirs_top = ours["load"][top]["sentences_per_s"], theirs["load"][top]["sentences_per_s"]
     ours_short, theirs_short = ours["short"]["p50_ms"], theirs["short"]["p50_ms"]
@@ -302,6 +319,8 @@ def main() -> None:
     print("sentence-transformers fp32 in process, batch 32", flush=True)
     baseline = sentence_transformers_baseline(folder, texts, tokens)
     print(f"  {baseline['sentences_per_s']:.1f} sent/s", flush=True)
+    print("our backends in process: torch fp32, torch bf16, onnxruntime fp32", flush=True)
+    backends = backend_baselines(args.out)
 
     ours_port, theirs_port = free_port(), free_port()
     config = args.out / "aios-serve.yaml"
@@ -347,9 +366,11 @@ def main() -> None:
         "project, so the comparable work is embedding the query and the 100 documents (101 texts) on both "
         "servers; our /rerank on the same embedding model (cosine) is shown against that too."
     )
-    table = report(results, baseline, rerank_note)
+    table = report(results, baseline, rerank_note, backends)
     chart(results, baseline, args.out / "throughput.png")
-    (args.out / "results.json").write_text(json.dumps({"baseline": baseline, **results}, indent=2))
+    (args.out / "results.json").write_text(
+        json.dumps({"baseline": baseline, "backends": backends, **results}, indent=2)
+    )
     (args.out / "table.md").write_text(table + "\n")
     print("\n" + table)
     print(f"\nchart: {args.out / 'throughput.png'}")
