@@ -160,6 +160,69 @@ def test_logprobs_are_the_log_softmax_of_the_logits(base_url: str, client: opena
     assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(8)]
 
 
+def _reference_prompt_logprobs(prompt_ids: list[int]) -> list[np.ndarray]:
+    """Log-softmax after each prompt token but the last, from llama-cpp-python's own Llama."""
+    from llama_cpp import Llama
+
+    from aios_serve.models.bundled import resolve_bundled
+
+    llm = Llama(
+        str(resolve_bundled("smollm2-135m-instruct")),
+        n_ctx=256,
+        logits_all=True,
+        verbose=False,
+        n_threads=2,
+        flash_attn=True,
+    )
+    llm.eval(prompt_ids)
+    rows = []
+    for position in range(len(prompt_ids) - 1):
+        logits = np.asarray(llm.scores[position], dtype=np.float64)
+        shifted = logits - logits.max()
+        rows.append(shifted - math.log(np.exp(shifted).sum()))
+    return rows
+
+
+def test_echo_with_logprobs_scores_the_prompt(base_url: str, client: openai.OpenAI) -> None:
+    prompt_ids = httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()["tokens"]
+    out = client.completions.create(
+        model=SMOL, prompt=PROMPT, max_tokens=4, temperature=0, echo=True, logprobs=2
+    )
+    lp = out.choices[0].logprobs
+    assert lp is not None and lp.token_logprobs is not None and lp.top_logprobs is not None
+    assert len(lp.tokens) == len(prompt_ids) + 4
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    reference = _reference_prompt_logprobs(prompt_ids)
+    for position in range(1, len(prompt_ids)):
+        expected = reference[position - 1]
+        assert lp.token_logprobs[position] == pytest.approx(expected[prompt_ids[position]], abs=2e-3)
+        top = lp.top_logprobs[position]
+        assert top is not None and 2 <= len(top) <= 3  # the k best, plus the prompt token itself
+        assert max(top.values()) == pytest.approx(float(expected.max()), abs=2e-3)
+    assert all(v is not None for v in lp.token_logprobs[len(prompt_ids) :])
+
+    streamed: list[float | None] = []
+    for chunk in client.completions.create(
+        model=SMOL, prompt=PROMPT, max_tokens=4, temperature=0, echo=True, logprobs=2, stream=True
+    ):
+        if chunk.choices and chunk.choices[0].logprobs is not None:
+            streamed.extend(chunk.choices[0].logprobs.token_logprobs or [])
+    assert streamed == pytest.approx(lp.token_logprobs, abs=1e-6)
+
+
+def test_vllm_prompt_logprobs_shape(base_url: str) -> None:
+    body = {"model": SMOL, "prompt": PROMPT, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 1}
+    choice = httpx.post(f"{base_url}/v1/completions", json=body, timeout=60).json()["choices"][0]
+    prompt_ids = httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()["tokens"]
+    entries = choice["prompt_logprobs"]
+    assert len(entries) == len(prompt_ids) and entries[0] is None
+    for position, entry in enumerate(entries[1:], start=1):
+        actual = entry[str(prompt_ids[position])]
+        assert actual["rank"] >= 1 and actual["logprob"] <= 0
+        best = [v for v in entry.values() if v["rank"] == 1]
+        assert len(best) == 1 and best[0]["logprob"] >= actual["logprob"]
+
+
 def test_logit_bias_forces_a_token(base_url: str, client: openai.OpenAI) -> None:
     forced = httpx.post(
         f"{base_url}/tokenize", json={"model": SMOL, "prompt": " banana", "add_special_tokens": False}

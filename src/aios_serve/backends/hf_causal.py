@@ -159,10 +159,12 @@ class HfCausalModel:
                 position_ids=positions,
                 past_key_values=cache,
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=0 if item.want_all_logits else 1,
             )
-            if item.want_logits:
+            if item.want_logits or item.want_all_logits:
                 item.logits = out.logits[0, -1].float().numpy().astype(np.float32)
+            if item.want_all_logits:
+                item.row_logits = list(out.logits[0].float().numpy().astype(np.float32))
 
     def copy_sequence(self, source: int, target: int) -> None:
         self._caches[target] = copy.deepcopy(self._caches[source])

@@ -109,7 +109,9 @@ def resolve_max_tokens(
     return requested
 
 
-def sampling_params(request: SamplingFields, max_tokens: int, logprobs: int | None) -> SamplingParams:
+def sampling_params(
+    request: SamplingFields, max_tokens: int, logprobs: int | None, prompt_logprobs: int | None = None
+) -> SamplingParams:
     temperature = 1.0 if request.temperature is None else request.temperature
     return SamplingParams(
         max_tokens=max_tokens,
@@ -126,6 +128,7 @@ def sampling_params(request: SamplingFields, max_tokens: int, logprobs: int | No
         ignore_eos=request.ignore_eos,
         min_tokens=request.min_tokens,
         logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
     )
 
 
@@ -138,6 +141,7 @@ class ChoiceResult:
     logprobs: list[TokenLogprobs] = field(default_factory=list)
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
 
 
 def start_streams(
@@ -198,6 +202,9 @@ async def collect(streams: list[UpdateStream], n: int, raw: Request) -> list[Cho
 
     async def consume() -> None:
         async for position, update in merged_updates(streams):
+            if update.prompt_logprobs is not None:
+                for result in results[position * n : (position + 1) * n]:
+                    result.prompt_logprobs = update.prompt_logprobs
             for choice in update.choices:
                 result = results[position * n + choice.index]
                 result.text += choice.text

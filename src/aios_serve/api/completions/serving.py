@@ -36,7 +36,7 @@ from aios_serve.api.completions.generate import (
 from aios_serve.api.completions.protocol import CompletionRequest, usage_chunks
 from aios_serve.engine.generation import GenerationModel, SamplingParams
 from aios_serve.engine.generation.sampling import TokenLogprobs
-from aios_serve.engine.generation.sequence import UpdateStream
+from aios_serve.engine.generation.sequence import RequestUpdate, UpdateStream
 from aios_serve.errors import invalid
 from aios_serve.registry import ServedModel
 
@@ -63,27 +63,35 @@ class CompletionOutcome:
 
 
 def legacy_logprobs(
-    model: GenerationModel, entries: list[TokenLogprobs], offset: int, prompt_ids: list[int] | None
+    model: GenerationModel,
+    entries: list[TokenLogprobs],
+    offset: int,
+    prompt_ids: list[int] | None,
+    prompt_entries: list[TokenLogprobs | None] | None = None,
 ) -> dict[str, Any]:
-    """OpenAI's legacy shape: tokens, token_logprobs, top_logprobs, text_offset."""
+    """OpenAI's legacy shape: tokens, token_logprobs, top_logprobs, text_offset.
+
+    With `prompt_ids` (echo) the prompt's tokens come first, scored from `prompt_entries`
+    where given (the first token has nothing before it, so it stays null).
+    """
     tokens: list[str] = []
     token_logprobs: list[float | None] = []
     top_logprobs: list[dict[str, float] | None] = []
     text_offset: list[int] = []
-    for token_id in prompt_ids or []:
+    scored = list(prompt_entries or [])
+    for position, token_id in enumerate(prompt_ids or []):
+        prompt_entry = scored[position] if position < len(scored) else None
         text = model.token_text(token_id)
         tokens.append(text)
-        token_logprobs.append(None)
-        top_logprobs.append(None)
+        token_logprobs.append(None if prompt_entry is None else prompt_entry.logprob)
+        top_logprobs.append(None if prompt_entry is None else _top_by_text(model, prompt_entry))
         text_offset.append(offset)
         offset += len(text)
     for entry in entries:
         text = model.token_text(entry.token_id)
-        tops = {model.token_text(t): lp for t, lp in entry.top}
-        tops.setdefault(text, entry.logprob)
         tokens.append(text)
         token_logprobs.append(entry.logprob)
-        top_logprobs.append(tops)
+        top_logprobs.append(_top_by_text(model, entry))
         text_offset.append(offset)
         offset += len(text)
     return {
@@ -92,6 +100,41 @@ def legacy_logprobs(
         "tokens": tokens,
         "top_logprobs": top_logprobs,
     }
+
+
+def _top_by_text(model: GenerationModel, entry: TokenLogprobs) -> dict[str, float]:
+    tops = {model.token_text(t): lp for t, lp in entry.top}
+    tops.setdefault(model.token_text(entry.token_id), entry.logprob)
+    return tops
+
+
+def vllm_prompt_logprobs(
+    model: GenerationModel, entries: list[TokenLogprobs | None] | None
+) -> list[dict[str, Any] | None] | None:
+    """vLLM's `prompt_logprobs`: per prompt token, {token id: logprob, rank, decoded_token}."""
+    if entries is None:
+        return None
+    out: list[dict[str, Any] | None] = []
+    for entry in entries:
+        if entry is None:
+            out.append(None)
+            continue
+        ranked = {t: (lp, rank) for rank, (t, lp) in enumerate(entry.top, start=1)}
+        ranked[entry.token_id] = (entry.logprob, entry.rank)
+        out.append(
+            {
+                str(t): {"logprob": lp, "rank": rank, "decoded_token": model.token_text(t)}
+                for t, (lp, rank) in ranked.items()
+            }
+        )
+    return out
+
+
+def prompt_logprob_count(request: CompletionRequest) -> int | None:
+    """Top-k to score prompt tokens with: for `echo` with `logprobs`, or vLLM's `prompt_logprobs`."""
+    echoed = request.logprobs if request.echo else None
+    wanted = [k for k in (request.prompt_logprobs, echoed) if k is not None]
+    return max(wanted) if wanted else None
 
 
 class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, CompletionOutcome]):
@@ -133,7 +176,9 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
             max_tokens = resolve_max_tokens(
                 request, len(ids), generator.max_model_len, DEFAULT_MAX_TOKENS, "prompt"
             )
-            params.append(sampling_params(request, max_tokens, request.logprobs))
+            params.append(
+                sampling_params(request, max_tokens, request.logprobs, prompt_logprob_count(request))
+            )
             check_request_tokens(len(ids), params[-1], request.n or 1, self.registry.config.limits)
         return CompletionWork(prompts, texts, params)
 
@@ -167,7 +212,7 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
             logprobs = None
             if request.logprobs is not None:
                 echo_ids = work.prompts[prompt_pos] if request.echo else None
-                logprobs = legacy_logprobs(generator, choice.logprobs, 0, echo_ids)
+                logprobs = legacy_logprobs(generator, choice.logprobs, 0, echo_ids, choice.prompt_logprobs)
             completion_tokens += len(choice.token_ids)
             choices.append(
                 {
@@ -176,7 +221,11 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
                     "logprobs": logprobs,
                     "finish_reason": choice.finish_reason,
                     "stop_reason": choice.stop_reason,
-                    "prompt_logprobs": None,
+                    "prompt_logprobs": (
+                        vllm_prompt_logprobs(generator, choice.prompt_logprobs)
+                        if request.prompt_logprobs is not None
+                        else None
+                    ),
                 }
             )
         note_usage(self.raw, work.prompt_tokens, completion_tokens)
@@ -217,22 +266,15 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
                 payload["usage"] = usage(work.prompt_tokens, completion_tokens)
             return sse(payload)
 
+        opened: set[int] = set()
         try:
-            if request.echo:
-                for index in range(len(streams) * n):
-                    text = work.prompt_texts[index // n]
-                    yield chunk(
-                        [
-                            {
-                                "index": index,
-                                "text": text,
-                                "logprobs": None,
-                                "finish_reason": None,
-                                "stop_reason": None,
-                            }
-                        ]
-                    )
             async for position, update in merged_updates(streams):
+                if position not in opened:
+                    opened.add(position)
+                    opening = self._opening_choice(request, generator, work, position, update)
+                    if opening is not None:
+                        for index in range(position * n, (position + 1) * n):
+                            yield chunk([{"index": index, **opening}])
                 for choice in update.choices:
                     index = position * n + choice.index
                     completion_tokens += len(choice.token_ids)
@@ -269,3 +311,27 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
                 stream.cancel()
             note_usage(raw, work.prompt_tokens, completion_tokens)
         yield SSE_DONE
+
+    @staticmethod
+    def _opening_choice(
+        request: CompletionRequest,
+        generator: GenerationModel,
+        work: CompletionWork,
+        position: int,
+        update: RequestUpdate,
+    ) -> dict[str, Any] | None:
+        """The chunk before a prompt's first output: its echo and its prompt log-probabilities."""
+        if not request.echo and request.prompt_logprobs is None:
+            return None
+        opening: dict[str, Any] = {
+            "text": work.prompt_texts[position] if request.echo else "",
+            "logprobs": None,
+            "finish_reason": None,
+            "stop_reason": None,
+        }
+        if request.echo and request.logprobs is not None:
+            ids = work.prompts[position]
+            opening["logprobs"] = legacy_logprobs(generator, [], 0, ids, update.prompt_logprobs)
+        if request.prompt_logprobs is not None:
+            opening["prompt_logprobs"] = vllm_prompt_logprobs(generator, update.prompt_logprobs)
+        return opening

@@ -11,7 +11,7 @@ from pathlib import Path
 import llama_cpp.llama_cpp as llama
 import numpy as np
 
-from aios_serve.engine.generation.backend import BatchItem, KvCacheFull
+from aios_serve.engine.generation.backend import BatchItem, KvCacheFull, Logits
 
 log = logging.getLogger("aios_serve.backends.llama_cpp")
 
@@ -216,9 +216,11 @@ class LlamaCppModel:
                 seq_row = batch.seq_id[row]
                 for j, seq_id in enumerate(item.seq_ids):
                     seq_row[j] = seq_id
-            if item.want_logits:
+            if item.want_all_logits:
+                self._batch_logits[i : i + n] = 1
+            if item.want_logits or item.want_all_logits:
                 self._batch_logits[i + n - 1] = 1
-                rows.append((item, i + n - 1))
+                rows.append((item, i))
             i += n
         batch.n_tokens = total
         status = llama.llama_decode(self._ctx, batch)
@@ -226,9 +228,16 @@ class LlamaCppModel:
             raise KvCacheFull("no free KV cache cells for this batch")
         if status != 0:
             raise LlamaCppError(f"llama_decode failed with status {status}")
-        for item, row in rows:
-            ptr = llama.llama_get_logits_ith(self._ctx, row)
-            item.logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
+        for item, first in rows:
+            last = first + len(item.tokens) - 1
+            item.logits = self._row_logits(last).copy()
+            if item.want_all_logits:
+                item.row_logits = [self._row_logits(row) for row in range(first, last + 1)]
+
+    def _row_logits(self, row: int) -> Logits:
+        """A view of llama.cpp's logits for one batch row (valid until the next decode)."""
+        ptr = llama.llama_get_logits_ith(self._ctx, row)
+        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
 
     def copy_sequence(self, source: int, target: int) -> None:
         llama.llama_memory_seq_cp(self._memory, source, target, -1, -1)

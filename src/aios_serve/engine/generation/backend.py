@@ -16,14 +16,17 @@ class BatchItem:
     """A run of tokens for one sequence (or several that share them, on a unified cache).
 
     `start_pos` is the position of the first token; with `want_logits` the backend returns the
-    logits after the last token.
+    logits after the last token, and with `want_all_logits` also those after every token
+    (`row_logits`, valid only until the next decode).
     """
 
     tokens: list[int]
     start_pos: int
     seq_ids: list[int]
     want_logits: bool = True
+    want_all_logits: bool = False
     logits: Logits | None = field(default=None, repr=False)
+    row_logits: list[Logits] | None = field(default=None, repr=False)
 
 
 class KvCacheFull(RuntimeError):

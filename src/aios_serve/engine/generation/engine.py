@@ -27,6 +27,8 @@ from aios_serve.observability.engine_stats import EngineStats
 log = logging.getLogger("aios_serve.engine.generation")
 
 _WAKE = object()
+PROMPT_LOGPROBS_CHUNK = 64
+"""Prompt tokens per pass when every position's logits are kept (bounds that buffer)."""
 _STOP = object()
 
 
@@ -135,6 +137,8 @@ class GenerationEngine:
 
     def _after_decode(self, state: RequestState, target: PrefillTask | Sequence, item: BatchItem) -> None:
         if isinstance(target, PrefillTask):
+            if item.row_logits is not None:
+                state.record_prompt_logits(item.start_pos, item.row_logits)
             target.done += len(item.tokens)
             if target.remaining:
                 return
@@ -173,14 +177,18 @@ class GenerationEngine:
             calls.append((items, owners))
         prefill_budget = limit
         for task in list(self._prefills):
-            take = min(limit, task.remaining)
+            owner = self._owner_of(task)
+            score_prompt = owner.needs_prompt_logprobs
+            take = min(PROMPT_LOGPROBS_CHUNK if score_prompt else limit, task.remaining)
             if prefill_budget < take and prefill_budget < limit:
                 break
             lead = task.seqs[0].slot
             assert lead is not None
             chunk = task.tokens[task.done : task.done + take]
-            item = BatchItem(chunk, task.done, [lead], want_logits=take == task.remaining)
-            calls.append(([item], [(self._owner_of(task), task)]))
+            item = BatchItem(
+                chunk, task.done, [lead], want_logits=take == task.remaining, want_all_logits=score_prompt
+            )
+            calls.append(([item], [(owner, task)]))
             prefill_budget -= take
         return calls
 

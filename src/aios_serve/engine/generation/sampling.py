@@ -34,6 +34,8 @@ class SamplingParams:
     min_tokens: int = 0
     logprobs: int | None = None
     """Top-k alternatives to report per token; None reports no log-probabilities."""
+    prompt_logprobs: int | None = None
+    """Top-k alternatives for every prompt token after the first; None computes none."""
     grammar: CompiledGrammar | None = None
     """Constrained decoding: each choice samples only tokens this grammar allows."""
 
@@ -45,6 +47,8 @@ class TokenLogprobs:
     token_id: int
     logprob: float
     top: list[tuple[int, float]]
+    rank: int = 1
+    """1 + how many tokens scored higher (vLLM's `rank`)."""
 
 
 def log_softmax(logits: Logits) -> npt.NDArray[np.float64]:
@@ -61,7 +65,8 @@ def token_logprobs(logits: Logits, token_id: int, top_k: int) -> TokenLogprobs:
         best = np.argpartition(-logprobs, k - 1)[:k]
         best = best[np.argsort(-logprobs[best], kind="stable")]
         top = [(int(t), float(logprobs[t])) for t in best]
-    return TokenLogprobs(token_id, float(logprobs[token_id]), top)
+    chosen = float(logprobs[token_id])
+    return TokenLogprobs(token_id, chosen, top, rank=int(np.count_nonzero(logprobs > chosen)) + 1)
 
 
 class SequenceSampler:

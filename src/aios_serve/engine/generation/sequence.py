@@ -8,7 +8,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aios_serve.engine.generation.sampling import SamplingParams, SequenceSampler, TokenLogprobs
+from aios_serve.engine.generation.backend import Logits
+from aios_serve.engine.generation.sampling import (
+    SamplingParams,
+    SequenceSampler,
+    TokenLogprobs,
+    token_logprobs,
+)
 from aios_serve.engine.generation.text import OutputText
 
 log = logging.getLogger("aios_serve.engine.generation")
@@ -35,6 +41,8 @@ class RequestUpdate:
     choices: list[ChoiceUpdate] = field(default_factory=list)
     error: BaseException | None = None
     finished: bool = False
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
+    """Set once, on the first update: an entry per prompt token (the first is None)."""
 
 
 class Sequence:
@@ -92,6 +100,26 @@ class RequestState:
         self.tasks: list[PrefillTask] = []
         self.deliver = deliver
         self.cancelled = False
+        self.prompt_logprobs: list[TokenLogprobs | None] | None = (
+            [None] if params.prompt_logprobs is not None else None
+        )
+        self._prompt_logprobs_sent = False
+
+    @property
+    def needs_prompt_logprobs(self) -> bool:
+        """Whether prefill must still score prompt tokens (not again after a preemption)."""
+        return self.prompt_logprobs is not None and len(self.prompt_logprobs) < len(self.prompt_ids)
+
+    def record_prompt_logits(self, start_pos: int, rows: list[Logits]) -> None:
+        """Score the prompt tokens that follow positions start_pos.. from their rows' logits."""
+        assert self.prompt_logprobs is not None and self.params.prompt_logprobs is not None
+        for offset, logits in enumerate(rows):
+            position = start_pos + offset + 1
+            if position >= len(self.prompt_ids) or position != len(self.prompt_logprobs):
+                continue
+            self.prompt_logprobs.append(
+                token_logprobs(logits, self.prompt_ids[position], self.params.prompt_logprobs)
+            )
 
     def unadmitted_tasks(self) -> list[PrefillTask]:
         """The prefill work this request needs before its sequences can decode again."""
@@ -132,7 +160,11 @@ class RequestState:
             seq.reported_finish = final
         if not choices:
             return None
-        return RequestUpdate(choices=choices, finished=self.done)
+        update = RequestUpdate(choices=choices, finished=self.done)
+        if self.prompt_logprobs is not None and not self._prompt_logprobs_sent:
+            update.prompt_logprobs = self.prompt_logprobs
+            self._prompt_logprobs_sent = True
+        return update
 
 
 class UpdateStream:
