@@ -94,6 +94,10 @@ class HfCausalModel:
         return self._max_sequences
 
     @property
+    def needs_consecutive_sequences(self) -> bool:
+        return False
+
+    @property
     def max_batch_tokens(self) -> int:
         return self._max_batch_tokens
 

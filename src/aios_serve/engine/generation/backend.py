@@ -51,6 +51,10 @@ class GenerationBackend(Protocol):
     def max_batch_tokens(self) -> int: ...
 
     @property
+    def needs_consecutive_sequences(self) -> bool:
+        """Whether a batch runs as one pass only when its sequence ids are consecutive."""
+
+    @property
     def chat_template(self) -> str | None: ...
 
     @property

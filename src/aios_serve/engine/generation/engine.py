@@ -8,6 +8,7 @@ once; the n choices of a request share one prefill (the cache is copied to the o
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
 import queue
 import threading
@@ -39,7 +40,7 @@ class GenerationEngine:
         self.backend = backend
         self.kv_cells = kv_cells
         self._commands: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._free_slots = list(range(backend.max_sequences - 1, -1, -1))
+        self._free_slots = list(range(backend.max_sequences))  # a heap: the lowest id goes first
         self._waiting: collections.deque[RequestState] = collections.deque()
         self._active: list[RequestState] = []
         self._prefills: list[PrefillTask] = []
@@ -107,6 +108,7 @@ class GenerationEngine:
 
     def _step(self) -> None:
         self._drop_cancelled()
+        self._compact_slots()
         self._admit()
         touched: dict[int, RequestState] = {}
         decoded = 0
@@ -174,7 +176,9 @@ class GenerationEngine:
                     items.append(BatchItem([seq.pending], seq.n_cached, [seq.slot]))
                     owners.append((state, seq))
         if items:
-            calls.append((items, owners))
+            # per-sequence caches run one pass only over increasing, consecutive sequence ids
+            order = sorted(range(len(items)), key=lambda k: items[k].seq_ids[0])
+            calls.append(([items[k] for k in order], [owners[k] for k in order]))
         prefill_budget = limit
         for task in list(self._prefills):
             owner = self._owner_of(task)
@@ -247,7 +251,7 @@ class GenerationEngine:
     def _release(self, seq: Sequence) -> None:
         if seq.slot is not None:
             self.backend.remove_sequence(seq.slot)
-            self._free_slots.append(seq.slot)
+            heapq.heappush(self._free_slots, seq.slot)
             seq.slot = None
         seq.n_cached = 0
 
@@ -275,6 +279,28 @@ class GenerationEngine:
         if any(s.cancelled for s in self._waiting):
             self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
 
+    def _compact_slots(self) -> None:
+        """Fill holes in the used sequence ids by moving the highest-numbered sequence down.
+
+        With a cache per sequence, llama.cpp decodes a batch in one pass only when its sequence
+        ids are consecutive; each gap costs a whole extra forward pass, every step.
+        """
+        if not self.backend.needs_consecutive_sequences:
+            return
+        by_slot = {seq.slot: seq for state in self._active for seq in state.seqs if seq.slot is not None}
+        while self._free_slots and by_slot:
+            highest = max(by_slot)
+            if self._free_slots[0] > highest:
+                return
+            seq = by_slot.pop(highest)
+            lowest = heapq.heapreplace(self._free_slots, highest)
+            if seq.n_cached or any(task.seqs[0] is seq and task.done for task in self._prefills):
+                self.backend.copy_sequence(highest, lowest)
+                self.backend.remove_sequence(highest)
+            seq.slot = lowest
+            by_slot[lowest] = seq
+            log.debug("moved a sequence from id %d to %d", highest, lowest)
+
     def _admit(self) -> None:
         """Move waiting requests into the batch while slots and KV cells allow."""
         used = sum(state.cached_tokens() for state in self._active)
@@ -290,7 +316,7 @@ class GenerationEngine:
             self._waiting.popleft()
             for task in tasks:
                 for seq in task.seqs:
-                    seq.slot = self._free_slots.pop()
+                    seq.slot = heapq.heappop(self._free_slots)
                     seq.n_cached = 0
                     seq.pending = None
             self._prefills.extend(tasks)
