@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import httpx
 import numpy as np
@@ -107,13 +108,13 @@ def test_token_id_prompt_matches_text_prompt(
     assert out.choices[0].text == greedy.choices[0].text
 
 
-def _reference_logprobs(prompt_ids: list[int], output_ids: list[int]) -> list[np.ndarray]:
-    """Log-softmax of llama.cpp's logits, computed here with llama-cpp-python's own Llama."""
+def _reference_llama() -> Any:
+    """llama-cpp-python's own Llama on the same GGUF, keeping every position's logits."""
     from llama_cpp import Llama
 
     from aios_serve.models.bundled import resolve_bundled
 
-    llm = Llama(
+    return Llama(
         str(resolve_bundled("smollm2-135m-instruct")),
         n_ctx=256,
         logits_all=True,
@@ -121,12 +122,21 @@ def _reference_logprobs(prompt_ids: list[int], output_ids: list[int]) -> list[np
         n_threads=2,
         flash_attn=True,
     )
+
+
+def _log_softmax(row: Any) -> np.ndarray:
+    logits = np.asarray(row, dtype=np.float64)
+    shifted = logits - logits.max()
+    return shifted - math.log(np.exp(shifted).sum())
+
+
+def _reference_logprobs(prompt_ids: list[int], output_ids: list[int]) -> list[np.ndarray]:
+    """Log-softmax of llama.cpp's logits, computed here with llama-cpp-python's own Llama."""
+    llm = _reference_llama()
     llm.eval(prompt_ids)  # then one token per step, as the engine decodes a single stream
     rows = []
     for token_id in output_ids:
-        logits = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float64)
-        shifted = logits - logits.max()
-        rows.append(shifted - math.log(np.exp(shifted).sum()))
+        rows.append(_log_softmax(llm.scores[llm.n_tokens - 1]))
         llm.eval([token_id])
     return rows
 
@@ -162,25 +172,9 @@ def test_logprobs_are_the_log_softmax_of_the_logits(base_url: str, client: opena
 
 def _reference_prompt_logprobs(prompt_ids: list[int]) -> list[np.ndarray]:
     """Log-softmax after each prompt token but the last, from llama-cpp-python's own Llama."""
-    from llama_cpp import Llama
-
-    from aios_serve.models.bundled import resolve_bundled
-
-    llm = Llama(
-        str(resolve_bundled("smollm2-135m-instruct")),
-        n_ctx=256,
-        logits_all=True,
-        verbose=False,
-        n_threads=2,
-        flash_attn=True,
-    )
+    llm = _reference_llama()
     llm.eval(prompt_ids)
-    rows = []
-    for position in range(len(prompt_ids) - 1):
-        logits = np.asarray(llm.scores[position], dtype=np.float64)
-        shifted = logits - logits.max()
-        rows.append(shifted - math.log(np.exp(shifted).sum()))
-    return rows
+    return [_log_softmax(llm.scores[position]) for position in range(len(prompt_ids) - 1)]
 
 
 def test_echo_with_logprobs_scores_the_prompt(base_url: str, client: openai.OpenAI) -> None:
