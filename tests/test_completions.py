@@ -217,6 +217,19 @@ def test_vllm_prompt_logprobs_shape(base_url: str) -> None:
         assert len(best) == 1 and best[0]["logprob"] >= actual["logprob"]
 
 
+def test_chat_prompt_logprobs(base_url: str) -> None:
+    body = {
+        "model": SMOL,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 1,
+        "prompt_logprobs": 0,
+    }
+    answer = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=60).json()
+    entries = answer["prompt_logprobs"]
+    assert entries[0] is None and len(entries) > 3
+    assert all(len(entry) == 1 and next(iter(entry.values()))["logprob"] <= 0 for entry in entries[1:])
+
+
 def test_logit_bias_forces_a_token(base_url: str, client: openai.OpenAI) -> None:
     forced = httpx.post(
         f"{base_url}/tokenize", json={"model": SMOL, "prompt": " banana", "add_special_tokens": False}

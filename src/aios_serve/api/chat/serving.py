@@ -41,6 +41,7 @@ from aios_serve.api.completions.generate import (
     start_streams,
     truncate_prompt,
     usage,
+    vllm_prompt_logprobs,
 )
 from aios_serve.api.completions.protocol import usage_chunks
 from aios_serve.engine.generation import GenerationModel, SamplingParams
@@ -168,7 +169,7 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
         prompt_ids = truncate_prompt(prompt_ids, request.truncate_prompt_tokens, generator.max_model_len)
         max_tokens = resolve_max_tokens(request, len(prompt_ids), generator.max_model_len, None, "messages")
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
-        params = sampling_params(request, max_tokens, logprobs)
+        params = sampling_params(request, max_tokens, logprobs, request.prompt_logprobs)
         check_request_tokens(len(prompt_ids), params, request.n or 1, self.registry.config.limits)
         plan = await plan_output(request, generator, text, generator.options.reasoning_parser is not None)
         if plan.grammar is not None:
@@ -221,7 +222,11 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
                 "model": request.model,
                 "choices": choices,
                 "usage": usage(prompt_tokens, completion_tokens),
-                "prompt_logprobs": None,
+                "prompt_logprobs": (
+                    vllm_prompt_logprobs(generator, result.results[0].prompt_logprobs)
+                    if request.prompt_logprobs is not None and result.results
+                    else None
+                ),
                 "system_fingerprint": None,
             }
         )

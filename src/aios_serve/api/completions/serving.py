@@ -32,6 +32,7 @@ from aios_serve.api.completions.generate import (
     start_streams,
     truncate_prompt,
     usage,
+    vllm_prompt_logprobs,
 )
 from aios_serve.api.completions.protocol import CompletionRequest, usage_chunks
 from aios_serve.engine.generation import GenerationModel, SamplingParams
@@ -106,28 +107,6 @@ def _top_by_text(model: GenerationModel, entry: TokenLogprobs) -> dict[str, floa
     tops = {model.token_text(t): lp for t, lp in entry.top}
     tops.setdefault(model.token_text(entry.token_id), entry.logprob)
     return tops
-
-
-def vllm_prompt_logprobs(
-    model: GenerationModel, entries: list[TokenLogprobs | None] | None
-) -> list[dict[str, Any] | None] | None:
-    """vLLM's `prompt_logprobs`: per prompt token, {token id: logprob, rank, decoded_token}."""
-    if entries is None:
-        return None
-    out: list[dict[str, Any] | None] = []
-    for entry in entries:
-        if entry is None:
-            out.append(None)
-            continue
-        ranked = {t: (lp, rank) for rank, (t, lp) in enumerate(entry.top, start=1)}
-        ranked[entry.token_id] = (entry.logprob, entry.rank)
-        out.append(
-            {
-                str(t): {"logprob": lp, "rank": rank, "decoded_token": model.token_text(t)}
-                for t, (lp, rank) in ranked.items()
-            }
-        )
-    return out
 
 
 def prompt_logprob_count(request: CompletionRequest) -> int | None:

@@ -183,7 +183,7 @@ class GenerationEngine:
         for task in list(self._prefills):
             owner = self._owner_of(task)
             score_prompt = owner.needs_prompt_logprobs
-            take = min(PROMPT_LOGPROBS_CHUNK if score_prompt else limit, task.remaining)
+            take = min(min(limit, PROMPT_LOGPROBS_CHUNK) if score_prompt else limit, task.remaining)
             if prefill_budget < take and prefill_budget < limit:
                 break
             lead = task.seqs[0].slot
