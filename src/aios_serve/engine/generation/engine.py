@@ -28,9 +28,9 @@ from aios_serve.observability.engine_stats import EngineStats
 log = logging.getLogger("aios_serve.engine.generation")
 
 _WAKE = object()
+_STOP = object()
 PROMPT_LOGPROBS_CHUNK = 64
 """Prompt tokens per pass when every position's logits are kept (bounds that buffer)."""
-_STOP = object()
 
 
 class GenerationEngine:
