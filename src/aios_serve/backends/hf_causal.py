@@ -60,10 +60,11 @@ class HfCausalModel:
         self._model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[dtype]).eval()
         config = self._model.config
         trained = int(getattr(config, "max_position_embeddings", 0) or 2048)
-        self._context_length = min(context_length or trained, trained)
-        self._max_sequences = max_sequences
-        self._max_batch_tokens = max_batch_tokens
-        self._n_vocab = int(self._model.get_output_embeddings().weight.shape[0])
+        self.context_length = min(context_length or trained, trained)
+        self.max_sequences = max_sequences
+        self.max_batch_tokens = max_batch_tokens
+        self.needs_consecutive_sequences = False  # a cache object per sequence, run one by one
+        self.n_vocab = int(self._model.get_output_embeddings().weight.shape[0])
         self._caches: dict[int, DynamicCache] = {}
         self._special_ids = set(self._tokenizer.all_special_ids)
         self._eog_ids = self._end_ids()
@@ -80,26 +81,6 @@ class HfCausalModel:
             elif isinstance(source, list):
                 ids.update(int(i) for i in source)
         return ids
-
-    @property
-    def n_vocab(self) -> int:
-        return self._n_vocab
-
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    @property
-    def max_sequences(self) -> int:
-        return self._max_sequences
-
-    @property
-    def needs_consecutive_sequences(self) -> bool:
-        return False
-
-    @property
-    def max_batch_tokens(self) -> int:
-        return self._max_batch_tokens
 
     @property
     def chat_template(self) -> str | None:
@@ -165,7 +146,7 @@ class HfCausalModel:
                 use_cache=True,
                 logits_to_keep=0 if item.want_all_logits else 1,
             )
-            if item.want_logits or item.want_all_logits:
+            if item.want_logits:
                 item.logits = out.logits[0, -1].float().numpy().astype(np.float32)
             if item.want_all_logits:
                 item.row_logits = list(out.logits[0].float().numpy().astype(np.float32))

@@ -76,17 +76,17 @@ class LlamaCppModel:
         if not self._model:
             raise LlamaCppError(f"llama.cpp could not load {path}")
         self._vocab = llama.llama_model_get_vocab(self._model)
-        self._n_vocab = int(llama.llama_vocab_n_tokens(self._vocab))
+        self.n_vocab = int(llama.llama_vocab_n_tokens(self._vocab))
         trained = int(llama.llama_model_n_ctx_train(self._model))
-        self._context_length = min(context_length or trained, trained)
+        self.context_length = min(context_length or trained, trained)
         # Per-sequence caches (kv_unified off) keep batched logits equal to single-stream ones;
         # a unified cache shares its cells between sequences but mixes them in attention.
         if kv_unified:
-            cells = max(kv_cells or self._context_length, self._context_length)
+            cells = max(kv_cells or self.context_length, self.context_length)
         else:
-            cells = self._context_length * max_sequences
-        self._max_sequences = max_sequences
-        self._max_batch_tokens = max_batch_tokens
+            cells = self.context_length * max_sequences
+        self.max_sequences = max_sequences
+        self.max_batch_tokens = max_batch_tokens
 
         params = llama.llama_context_default_params()
         params.n_ctx = cells
@@ -106,8 +106,10 @@ class LlamaCppModel:
         self._memory = llama.llama_get_memory(self._ctx)
         self.kv_cells = int(llama.llama_n_ctx(self._ctx))
         self.kv_unified = kv_unified
+        # llama.cpp splits a batch over per-sequence caches into runs of consecutive ids
+        self.needs_consecutive_sequences = not kv_unified
         if not kv_unified:
-            self._context_length = min(self._context_length, int(llama.llama_n_ctx_seq(self._ctx)))
+            self.context_length = min(self.context_length, int(llama.llama_n_ctx_seq(self._ctx)))
         self._batch = llama.llama_batch_init(max_batch_tokens, 0, max_sequences)
         self._batch_tokens = np.ctypeslib.as_array(self._batch.token, shape=(max_batch_tokens,))
         self._batch_pos = np.ctypeslib.as_array(self._batch.pos, shape=(max_batch_tokens,))
@@ -140,27 +142,6 @@ class LlamaCppModel:
     @property
     def metadata(self) -> dict[str, str]:
         return dict(self._metadata)
-
-    @property
-    def n_vocab(self) -> int:
-        return self._n_vocab
-
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    @property
-    def max_sequences(self) -> int:
-        return self._max_sequences
-
-    @property
-    def max_batch_tokens(self) -> int:
-        return self._max_batch_tokens
-
-    @property
-    def needs_consecutive_sequences(self) -> bool:
-        # llama.cpp splits a batch over per-sequence caches into runs of consecutive ids
-        return not self.kv_unified
 
     @property
     def chat_template(self) -> str | None:
@@ -219,8 +200,8 @@ class LlamaCppModel:
         total = sum(len(item.tokens) for item in items)
         if total == 0:
             return
-        if total > self._max_batch_tokens:
-            raise ValueError(f"batch of {total} tokens exceeds {self._max_batch_tokens}")
+        if total > self.max_batch_tokens:
+            raise ValueError(f"batch of {total} tokens exceeds {self.max_batch_tokens}")
         batch = self._batch
         rows: list[tuple[BatchItem, int]] = []
         i = 0
@@ -229,13 +210,11 @@ class LlamaCppModel:
             self._batch_tokens[i : i + n] = item.tokens
             self._batch_pos[i : i + n] = np.arange(item.start_pos, item.start_pos + n)
             self._batch_nseq[i : i + n] = len(item.seq_ids)
-            self._batch_logits[i : i + n] = 0
+            self._batch_logits[i : i + n] = 1 if item.want_all_logits else 0
             for row in range(i, i + n):
                 seq_row = batch.seq_id[row]
                 for j, seq_id in enumerate(item.seq_ids):
                     seq_row[j] = seq_id
-            if item.want_all_logits:
-                self._batch_logits[i : i + n] = 1
             if item.want_logits or item.want_all_logits:
                 self._batch_logits[i + n - 1] = 1
                 rows.append((item, i))
@@ -248,14 +227,15 @@ class LlamaCppModel:
             raise LlamaCppError(f"llama_decode failed with status {status}")
         for item, first in rows:
             last = first + len(item.tokens) - 1
-            item.logits = self._row_logits(last).copy()
+            if item.want_logits:
+                item.logits = self._row_logits(last).copy()
             if item.want_all_logits:
                 item.row_logits = [self._row_logits(row) for row in range(first, last + 1)]
 
     def _row_logits(self, row: int) -> Logits:
         """A view of llama.cpp's logits for one batch row (valid until the next decode)."""
         ptr = llama.llama_get_logits_ith(self._ctx, row)
-        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     def copy_sequence(self, source: int, target: int) -> None:
         llama.llama_memory_seq_cp(self._memory, source, target, -1, -1)

@@ -16,7 +16,7 @@ class BatchItem:
     """A run of tokens for one sequence (or several that share them, on a unified cache).
 
     `start_pos` is the position of the first token; with `want_logits` the backend returns the
-    logits after the last token, and with `want_all_logits` also those after every token
+    logits after the last token (`logits`), and with `want_all_logits` those after every token
     (`row_logits`, valid only until the next decode).
     """
 
