@@ -16,15 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_generation import MODELS  # this script's folder is on sys.path when run as a script
 
 from aios_serve.backends.llama_cpp.model import LlamaCppModel
 from aios_serve.engine.generation.backend import BatchItem
 from aios_serve.models.bundled import resolve_bundled
 
-MODELS = {
-    "qwen2.5-coder-0.5b-instruct": "Qwen2.5-Coder-0.5B q4_k_m",
-    "smollm2-135m-instruct": "SmolLM2-135M Q4_1",
-}
 BATCHES = (1, 4, 8, 16)
 
 
