@@ -270,6 +270,8 @@ def test_truncate_prompt_tokens_keeps_the_last_tokens(client: openai.OpenAI) -> 
         ({"n": 0}, "n"),
         ({"frequency_penalty": 3}, "frequency_penalty"),
         ({"logprobs": 21}, "logprobs"),
+        ({"prompt_logprobs": 21}, "prompt_logprobs"),
+        ({"prompt_logprobs": -1}, "prompt_logprobs"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"logit_bias": {"5": 101}}, "logit_bias"),
         ({"logit_bias": {"99999999": 1}}, "logit_bias"),
