@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aios_serve.backends.length_groups import plan_length_groups
 from aios_serve.config import ModelSpec
-from aios_serve.engine.batching import plan_micro_batches
 from aios_serve.engine.encoder import EncoderModel, TokenizedTexts
 
 # The model fixture lives on the session loop (pyproject), so the tests run there too.
@@ -54,13 +54,23 @@ async def test_concurrent_single_text_requests_share_forward_passes(fp32_model: 
     np.testing.assert_allclose(np.vstack(results), alone, atol=1e-5)
 
 
-async def test_batched_rows_match_rows_run_alone(fp32_model: EncoderModel) -> None:
-    texts = _texts(6, 3, seed=2) + _texts(6, 120, seed=3)  # short and long mixed in one request
-    together = await fp32_model.embed(await fp32_model.tokenize_texts(texts, None))
-    for row, text in zip(together, texts, strict=True):
-        single = await fp32_model.embed(await fp32_model.tokenize_texts([text], None))
-        np.testing.assert_allclose(row, single[0], atol=1e-5)
-    assert fp32_model.scheduler.stats.forward_passes >= 2  # short and long were not padded together
+@pytest.mark.parametrize("packed", [True, False])
+async def test_batched_rows_match_rows_run_alone(packed: bool) -> None:
+    model = await _started(dtype="float32", packed=packed)
+    try:
+        texts = _texts(6, 3, seed=2) + _texts(6, 120, seed=3)  # short and long mixed in one request
+        together = await model.embed(await model.tokenize_texts(texts, None))
+        for row, text in zip(together, texts, strict=True):
+            single = await model.embed(await model.tokenize_texts([text], None))
+            np.testing.assert_allclose(row, single[0], atol=1e-5)
+        stats = model.scheduler.stats
+        assert model.scheduler.packed is packed
+        if packed:  # one pass, no padding in the linear layers
+            assert stats.padded_tokens == stats.real_tokens, stats
+        else:
+            assert stats.forward_passes >= 2  # short and long were not padded together
+    finally:
+        await model.stop()
 
 
 async def test_small_request_finishes_before_huge_earlier_one() -> None:
@@ -92,7 +102,7 @@ async def test_cancelled_request_does_not_block_the_queue(fp32_model: EncoderMod
 
 def test_micro_batches_cover_every_row_once_and_keep_lengths_apart() -> None:
     lengths = [12] * 20 + [400] * 3 + [13] * 5
-    groups = plan_micro_batches(lengths, max_padded_tokens=1024)
+    groups = plan_length_groups(lengths, max_padded_tokens=1024)
     assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
     for group in groups:
         rows = [lengths[i] for i in group]
@@ -101,7 +111,7 @@ def test_micro_batches_cover_every_row_once_and_keep_lengths_apart() -> None:
 
 
 def test_micro_batches_of_equal_lengths_are_not_split_needlessly() -> None:
-    groups = plan_micro_batches([50] * 32, max_padded_tokens=4096)
+    groups = plan_length_groups([50] * 32, max_padded_tokens=4096)
     assert len(groups) == 1
 
 

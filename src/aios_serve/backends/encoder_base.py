@@ -71,6 +71,20 @@ def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
     return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def pool_packed(hidden: np.ndarray, starts: np.ndarray, pooling: Pooling) -> np.ndarray:
+    """L2-normalized pooled rows of packed float32 hidden states [tokens, dim]; sequence i is
+    rows starts[i]:starts[i+1]."""
+    firsts = starts[:-1]
+    if pooling == "cls":
+        pooled = hidden[firsts]
+    elif pooling == "max":
+        pooled = np.maximum.reduceat(hidden, firsts, axis=0)
+    else:
+        pooled = np.add.reduceat(hidden, firsts, axis=0) / np.diff(starts)[:, None].astype(np.float32)
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     """A sigmoid that does not overflow for large negative logits."""
     return np.exp(-np.logaddexp(0.0, -logits.astype(np.float64))).astype(np.float32)
@@ -81,6 +95,8 @@ class EncoderBackend(ABC):
 
     Thread-confined by the caller: one forward at a time.
     """
+
+    packs_sequences = False  # True where a forward pass runs real tokens only (no padding)
 
     def __init__(self, folder: Path, cross_encoder: bool, max_model_len: int | None = None) -> None:
         if not (folder / "config.json").exists():

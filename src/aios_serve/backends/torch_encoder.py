@@ -17,7 +17,10 @@ from aios_serve.backends.encoder_base import (
     EncoderBackend,
     EncoderLoadError,
     Pooling,
+    pool_packed,
+    sigmoid,
 )
+from aios_serve.backends.packed_bert import PackedBatch, PackedBert, packable
 
 __all__ = [
     "PAD_MULTIPLE",
@@ -62,16 +65,32 @@ class TorchEncoderBackend(EncoderBackend):
         dtype: DType = "auto",
         max_model_len: int | None = None,
         threads: int | None = None,
+        packed: bool = True,
     ) -> None:
         super().__init__(folder, cross_encoder, max_model_len)
         torch.set_num_threads(threads or os.cpu_count() or 1)
         self.torch_dtype = resolve_dtype(dtype)
         loader = AutoModelForSequenceClassification if cross_encoder else AutoModel
         self.model = loader.from_pretrained(str(folder)).to(self.torch_dtype).eval()
+        self.packed = PackedBert(self.model) if packed and packable(self.model) else None
+        self.packs_sequences = self.packed is not None
         self.warm_up()
 
     def describe(self) -> str:
-        return f"{super().describe()} on torch {self.torch_dtype}"
+        layout = "packed" if self.packed is not None else "padded"
+        return f"{super().describe()} on torch {self.torch_dtype}, {layout}"
+
+    def embed(self, batch: list[EncodedInput]) -> np.ndarray:
+        if self.packed is None:
+            return super().embed(batch)
+        packed = PackedBatch.of(batch)
+        hidden = self.packed.hidden_states(packed).float().numpy()
+        return pool_packed(hidden, packed.starts, self.pooling)
+
+    def score(self, batch: list[EncodedInput]) -> np.ndarray:
+        if self.packed is None:
+            return super().score(batch)
+        return sigmoid(self.packed.first_logits(PackedBatch.of(batch)).float().numpy())
 
     @staticmethod
     def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -6,22 +6,20 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
 
+from aios_serve.backends.length_groups import plan_length_groups, plan_token_budget_groups
 from aios_serve.errors import ApiError, ErrorKind
 
 log = logging.getLogger("aios_serve.engine.batching")
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
-
-# A forward call's fixed cost, in tokens' worth of work (MiniLM on 2 cores: ~8-12 ms of ~0.1 ms tokens).
-CALL_OVERHEAD_TOKENS = 128
 
 
 @dataclass
@@ -48,42 +46,9 @@ class SchedulerStats:
     forward_passes: int = 0  # model calls (a batch splits into length-sorted micro-batches)
     sequences: int = 0
     real_tokens: int = 0
-    padded_tokens: int = 0  # rows x longest row, summed over forward passes
+    padded_tokens: int = 0  # rows x longest row (real tokens when packed), summed over forward passes
     largest_forward: int = 0  # most sequences in one forward pass
     dropped_sequences: int = 0  # never run: their request was cancelled (client gone, timeout)
-
-
-def plan_micro_batches(
-    lengths: Sequence[int], max_padded_tokens: int, overhead_tokens: int = CALL_OVERHEAD_TOKENS
-) -> list[list[int]]:
-    """Split positions into length-sorted groups that minimise padded tokens plus per-call cost.
-
-    Sorted by length, the best split is contiguous; a dynamic program over split points finds it,
-    with each group kept under `max_padded_tokens` (a single long row may exceed it alone).
-    """
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    sorted_lengths = [lengths[i] for i in order]
-    count = len(order)
-    best_cost = [0] + [0] * count
-    best_start = [0] * (count + 1)
-    for end in range(1, count + 1):
-        longest = sorted_lengths[end - 1]
-        cheapest, cheapest_start = -1, end - 1
-        start = end - 1
-        while start >= 0 and (start == end - 1 or (end - start) * longest <= max_padded_tokens):
-            cost = best_cost[start] + overhead_tokens + (end - start) * longest
-            if cheapest < 0 or cost < cheapest:
-                cheapest, cheapest_start = cost, start
-            start -= 1
-        best_cost[end], best_start[end] = cheapest, cheapest_start
-    groups: list[list[int]] = []
-    end = count
-    while end > 0:
-        start = best_start[end]
-        groups.append(order[start:end])
-        end = start
-    groups.reverse()
-    return groups
 
 
 class BatchScheduler(Generic[ItemT]):
@@ -105,6 +70,7 @@ class BatchScheduler(Generic[ItemT]):
         max_queued_requests: int,
         name: str,
         micro_batch_tokens: int = 4096,
+        packed: bool = False,
     ) -> None:
         self._forward = forward
         self._length_of = length_of
@@ -112,6 +78,7 @@ class BatchScheduler(Generic[ItemT]):
         self.max_batch_size = max_batch_size
         self.max_queued_requests = max_queued_requests
         self.micro_batch_tokens = micro_batch_tokens
+        self.packed = packed  # the forward runs real tokens only, so padding does not count
         self._jobs: collections.deque[_Job[ItemT]] = collections.deque()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encoder-{name}")
@@ -195,7 +162,7 @@ class BatchScheduler(Generic[ItemT]):
         """On the forward thread: run the micro-batches and hand each one's rows to the loop."""
         self.stats.batches += 1
         lengths = [job.lengths[index] for job, index in picked]
-        for group in plan_micro_batches(lengths, self.micro_batch_tokens):
+        for group in self._plan(lengths):
             members = [picked[k] for k in group if not picked[k][0].future.done()]
             if not members:
                 continue  # every request here was cancelled or has failed
@@ -207,6 +174,12 @@ class BatchScheduler(Generic[ItemT]):
                 continue
             self._count(lengths[k] for k in group)
             loop.call_soon_threadsafe(self._deliver, members, outputs)
+
+    def _plan(self, lengths: list[int]) -> list[list[int]]:
+        """Length-sorted micro-batches: by padded tokens, or by real tokens for a packing backend."""
+        if self.packed:
+            return plan_token_budget_groups(lengths, self.micro_batch_tokens)
+        return plan_length_groups(lengths, self.micro_batch_tokens)
 
     def _run_isolated(
         self, loop: asyncio.AbstractEventLoop, members: list[tuple[_Job[ItemT], int]], error: Exception
@@ -234,7 +207,7 @@ class BatchScheduler(Generic[ItemT]):
         stats.forward_passes += 1
         stats.sequences += len(rows)
         stats.real_tokens += sum(rows)
-        stats.padded_tokens += len(rows) * max(rows)
+        stats.padded_tokens += sum(rows) if self.packed else len(rows) * max(rows)
         stats.largest_forward = max(stats.largest_forward, len(rows))
 
     @staticmethod

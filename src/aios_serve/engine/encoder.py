@@ -34,7 +34,8 @@ class EncoderOptions(BaseModel):
     max_batch_tokens: int = Field(default=8192, gt=0)
     max_batch_size: int = Field(default=128, gt=0)
     max_queued_requests: int = Field(default=1024, gt=0)
-    micro_batch_tokens: int = Field(default=4096, gt=0)  # padded tokens per forward pass
+    micro_batch_tokens: int = Field(default=4096, gt=0)  # padded (or packed) tokens per forward pass
+    packed: bool = True  # torch, BERT models: run real tokens only; false runs the padded forward
 
     @model_validator(mode="after")
     def _onnx_runs_float32(self) -> EncoderOptions:
@@ -101,6 +102,7 @@ class EncoderModel:
             dtype=self.options.dtype,
             max_model_len=self.spec.max_model_len,
             threads=self.options.threads or os.cpu_count(),
+            packed=self.options.packed,
         )
 
     async def start(self) -> None:
@@ -115,6 +117,7 @@ class EncoderModel:
             name=self.spec.name,
         )
         self._backend = await self._scheduler.run_blocking(self._load)
+        self._scheduler.packed = self._backend.packs_sequences
         self._scheduler.start()
 
     async def stop(self) -> None:
