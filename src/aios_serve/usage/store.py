@@ -1,7 +1,8 @@
 """The embedded usage store: a SQLite file in WAL mode, written in batches by one thread.
 
-Requests only put a record on a queue; the writer thread commits whatever has queued every
-`flush_interval_s` (or sooner when `batch_size` records wait). A committed record survives a
+Requests only put a record on a queue; the writer thread sleeps and commits whatever has queued
+every `flush_interval_s` (or sooner when `batch_size` records wait or someone flushes), so a
+request does not wake a thread. A committed record survives a
 crash of the server; records still on the queue when it dies are lost.
 """
 
@@ -12,7 +13,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ class UsageStore:
         self.flush_interval_s = flush_interval_s
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queued)
         self._writer: threading.Thread | None = None
+        self._wake = threading.Event()  # ends the writer's sleep early
         self.dropped = 0
         self.written = 0
 
@@ -98,6 +99,8 @@ class UsageStore:
         """Queue a record; never blocks. A full queue (writer far behind) drops and counts it."""
         try:
             self._queue.put_nowait(record)
+            if self._queue.qsize() >= self.batch_size:
+                self._wake.set()
         except queue.Full:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -109,6 +112,7 @@ class UsageStore:
             return False
         marker = _FlushMarker()
         self._queue.put(marker)
+        self._wake.set()
         return marker.done.wait(timeout_s)
 
     async def flush_async(self) -> bool:
@@ -119,6 +123,7 @@ class UsageStore:
         if self._writer is None:
             return
         self._queue.put(_STOP)
+        self._wake.set()
         self._writer.join(timeout=30)
         self._writer = None
 
@@ -126,14 +131,13 @@ class UsageStore:
         try:
             stop = False
             while not stop:
+                self._wake.wait(self.flush_interval_s)
+                self._wake.clear()
                 batch: list[UsageRecord] = []
                 markers: list[_FlushMarker] = []
-                stop = self._collect(self._queue.get(), batch, markers)
-                deadline = time.monotonic() + self.flush_interval_s
-                # Gather more until the batch is full, the interval ends, or someone waits on a flush.
-                while not stop and not markers and len(batch) < self.batch_size:
+                while not stop:  # everything queued by now, in one transaction
                     try:
-                        item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                        item = self._queue.get_nowait()
                     except queue.Empty:
                         break
                     stop = self._collect(item, batch, markers)
