@@ -14,14 +14,14 @@ from tests.guarded import GuardedServer, minilm
 from tests.servers import running_server, write_config
 
 SLOW = "slow-minilm"
-SEQUENCES = 48
+SEQUENCES = 120
 TEXT = "the quick brown fox jumps over the lazy dog " * 20  # ~180 tokens
 REQUEST_TIMEOUT_S = 6
 
 
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardedServer]:
-    """One sequence per forward pass: a 48-input request takes seconds, so it can be left midway."""
+    """One sequence per forward pass: a 120-input request takes seconds, so it can be left midway."""
     folder = tmp_path_factory.mktemp("cancellation-server")
     config = write_config(
         folder,

@@ -33,7 +33,7 @@ async def _started(**options: Any) -> EncoderModel:
 
 @pytest.fixture
 async def fp32_model() -> AsyncIterator[EncoderModel]:
-    model = await _started(dtype="float32")
+    model = await _started(dtype="float32", threads=2)
     yield model
     await model.stop()
 
@@ -118,3 +118,19 @@ def test_micro_batches_of_equal_lengths_are_not_split_needlessly() -> None:
 async def test_tokenized_texts_count_real_tokens(fp32_model: EncoderModel) -> None:
     tokenized: TokenizedTexts = await fp32_model.tokenize_texts(["one two three"], None)
     assert tokenized.token_count == 5  # [CLS] one two three [SEP]
+
+
+async def test_one_large_request_is_split_across_both_workers(fp32_model: EncoderModel) -> None:
+    assert fp32_model.worker_layout() == (2, 1)  # 2 threads: two passes of one thread each
+    texts = _texts(24, 40, seed=6)
+    split = await fp32_model.embed(await fp32_model.tokenize_texts(texts, None))
+    stats = fp32_model.scheduler.stats
+    assert stats.batches == 2 and stats.most_batches_at_once == 2, stats
+    single = await _started(dtype="float32", threads=2, forward_workers=1)
+    try:
+        assert single.worker_layout() == (1, 2)
+        whole = await single.embed(await single.tokenize_texts(texts, None))
+        assert single.scheduler.stats.most_batches_at_once == 1
+    finally:
+        await single.stop()
+    np.testing.assert_allclose(split, whole, atol=1e-5)

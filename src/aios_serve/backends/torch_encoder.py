@@ -31,6 +31,7 @@ __all__ = [
     "TorchEncoderBackend",
     "cpu_has_native_bf16",
     "resolve_dtype",
+    "use_math_threads",
 ]
 
 log = logging.getLogger("aios_serve.backends.torch_encoder")
@@ -45,6 +46,12 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_math_threads(count: int) -> None:
+    """Set torch's math threads for passes run from the calling thread (OpenMP keeps the count
+    per thread; every forward thread of a model sets the same count)."""
+    torch.set_num_threads(count)
 
 
 def resolve_dtype(dtype: DType) -> torch.dtype:
@@ -68,7 +75,7 @@ class TorchEncoderBackend(EncoderBackend):
         packed: bool = True,
     ) -> None:
         super().__init__(folder, cross_encoder, max_model_len)
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        use_math_threads(threads or os.cpu_count() or 1)
         self.torch_dtype = resolve_dtype(dtype)
         loader = AutoModelForSequenceClassification if cross_encoder else AutoModel
         self.model = loader.from_pretrained(str(folder)).to(self.torch_dtype).eval()

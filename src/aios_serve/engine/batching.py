@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class SchedulerStats:
     real_tokens: int = 0
     padded_tokens: int = 0  # rows x longest row (real tokens when packed), summed over forward passes
     largest_forward: int = 0  # most sequences in one forward pass
+    most_batches_at_once: int = 0  # batches running side by side, at most
     dropped_sequences: int = 0  # never run: their request was cancelled (client gone, timeout)
 
 
@@ -57,8 +58,11 @@ class BatchScheduler(Generic[ItemT]):
     A batch takes sequences round-robin across waiting requests up to a token budget,
     so a large request is chunked and a small one that arrives later joins the next batch.
     The batch is split into padding-light micro-batches, shortest first, and each request
-    is answered as soon as its last sequence is done. Forward passes run on one dedicated
-    thread (the math itself uses every core); the event loop only moves results.
+    is answered as soon as its last sequence is done. Up to `workers` forward passes run at
+    once, each on its own thread; an idle worker takes its share of what is queued, so one large
+    request is split across workers. A pass that runs alone gets all `threads` math threads,
+    passes side by side share them (`set_threads` applies a count on the calling thread). The
+    event loop only moves results.
     """
 
     def __init__(
@@ -71,6 +75,9 @@ class BatchScheduler(Generic[ItemT]):
         name: str,
         micro_batch_tokens: int = 4096,
         packed: bool = False,
+        workers: int = 1,
+        threads: int = 1,
+        set_threads: Callable[[int], None] | None = None,
     ) -> None:
         self._forward = forward
         self._length_of = length_of
@@ -81,7 +88,10 @@ class BatchScheduler(Generic[ItemT]):
         self.packed = packed  # the forward runs real tokens only, so padding does not count
         self._jobs: collections.deque[_Job[ItemT]] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encoder-{name}")
+        self.workers = workers
+        self.threads = threads
+        self._set_threads = set_threads
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"encoder-{name}")
         self._worker: asyncio.Task[None] | None = None
         self.last_batch_size = 0
         self.stats = SchedulerStats()
@@ -136,7 +146,12 @@ class BatchScheduler(Generic[ItemT]):
         if job.done_items < len(job.items):
             log.info("request cancelled: dropped %d of its %d queued sequences", dropped, len(job.items))
 
-    def _take_batch(self) -> list[tuple[_Job[ItemT], int]]:
+    def _share_of_queue(self, idle_workers: int) -> int:
+        """The token budget for the next batch: an even share of what waits, within the limit."""
+        waiting = sum(sum(job.lengths[job.next_item :]) for job in self._jobs if not job.future.done())
+        return max(1, min(self.max_batch_tokens, -(-waiting // idle_workers)))
+
+    def _take_batch(self, budget: int) -> list[tuple[_Job[ItemT], int]]:
         """Pick sequences round-robin across jobs until the token budget is used."""
         picked: list[tuple[_Job[ItemT], int]] = []
         tokens = 0
@@ -146,7 +161,7 @@ class BatchScheduler(Generic[ItemT]):
                 if job.future.done() or job.exhausted:
                     continue
                 length = job.lengths[job.next_item]
-                if picked and tokens + length > self.max_batch_tokens:
+                if picked and tokens + length > budget:
                     return picked
                 picked.append((job, job.next_item))
                 job.next_item += 1
@@ -158,9 +173,19 @@ class BatchScheduler(Generic[ItemT]):
                 break
         return picked
 
-    def _run_batch(self, loop: asyncio.AbstractEventLoop, picked: list[tuple[_Job[ItemT], int]]) -> None:
-        """On the forward thread: run the micro-batches and hand each one's rows to the loop."""
-        self.stats.batches += 1
+    def _threads_for_next_pass(self, passes_running: int) -> int:
+        """All threads for a pass with nothing beside it and nothing left waiting; else a share."""
+        waiting = any(not job.exhausted and not job.future.done() for job in self._jobs)
+        if passes_running == 0 and not waiting:
+            return self.threads
+        return max(1, self.threads // self.workers)
+
+    def _run_batch(
+        self, loop: asyncio.AbstractEventLoop, picked: list[tuple[_Job[ItemT], int]], threads: int
+    ) -> None:
+        """On a forward thread: run the micro-batches and hand each one's rows to the loop."""
+        if self._set_threads is not None:
+            self._set_threads(threads)
         lengths = [job.lengths[index] for job, index in picked]
         for group in self._plan(lengths):
             members = [picked[k] for k in group if not picked[k][0].future.done()]
@@ -172,7 +197,6 @@ class BatchScheduler(Generic[ItemT]):
                 log.exception("encoder forward failed for a batch of %d sequences", len(members))
                 self._run_isolated(loop, members, exc)
                 continue
-            self._count(lengths[k] for k in group)
             loop.call_soon_threadsafe(self._deliver, members, outputs)
 
     def _plan(self, lengths: list[int]) -> list[list[int]]:
@@ -198,11 +222,9 @@ class BatchScheduler(Generic[ItemT]):
             except Exception as exc:
                 loop.call_soon_threadsafe(self._fail, own, exc)
                 continue
-            self._count(job.lengths[index] for job, index in own)
             loop.call_soon_threadsafe(self._deliver, own, outputs)
 
-    def _count(self, lengths: collections.abc.Iterable[int]) -> None:
-        rows = list(lengths)
+    def _count(self, rows: list[int]) -> None:
         stats = self.stats
         stats.forward_passes += 1
         stats.sequences += len(rows)
@@ -210,8 +232,9 @@ class BatchScheduler(Generic[ItemT]):
         stats.padded_tokens += sum(rows) if self.packed else len(rows) * max(rows)
         stats.largest_forward = max(stats.largest_forward, len(rows))
 
-    @staticmethod
-    def _deliver(members: list[tuple[_Job[ItemT], int]], outputs: np.ndarray) -> None:
+    def _deliver(self, members: list[tuple[_Job[ItemT], int]], outputs: np.ndarray) -> None:
+        """On the loop: count one forward pass and hand its rows to their requests."""
+        self._count([job.lengths[index] for job, index in members])
         for (job, index), row in zip(members, outputs, strict=True):
             job.outputs[index] = row
             job.done_items += 1
@@ -235,16 +258,34 @@ class BatchScheduler(Generic[ItemT]):
 
     async def _run_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            self._drop_finished()
-            picked = self._take_batch()
-            if not picked:
+        running: dict[asyncio.Future[None], list[tuple[_Job[ItemT], int]]] = {}
+        woken: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                self._drop_finished()
                 self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            self.last_batch_size = len(picked)
-            try:
-                await loop.run_in_executor(self._executor, self._run_batch, loop, picked)
-            except Exception:  # a bug in planning must not stop the worker
-                log.exception("encoder batch failed")
-                self._fail(picked, RuntimeError("batch planning failed"))
+                while len(running) < self.workers:
+                    picked = self._take_batch(self._share_of_queue(self.workers - len(running)))
+                    if not picked:
+                        break
+                    self.stats.batches += 1
+                    self.last_batch_size = len(picked)
+                    threads = self._threads_for_next_pass(len(running))
+                    running[loop.run_in_executor(self._executor, self._run_batch, loop, picked, threads)] = (
+                        picked
+                    )
+                    self.stats.most_batches_at_once = max(self.stats.most_batches_at_once, len(running))
+                waiting_on: set[asyncio.Future[Any]] = set(running)
+                if len(running) < self.workers:  # an idle worker waits for new requests too
+                    if woken is None or woken.done():
+                        woken = loop.create_task(self._wakeup.wait())
+                    waiting_on.add(woken)
+                done, _ = await asyncio.wait(waiting_on, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    picked = running.pop(finished, [])
+                    if picked and finished.exception() is not None:  # a bug in planning
+                        log.error("encoder batch failed", exc_info=finished.exception())
+                        self._fail(picked, RuntimeError("batch planning failed"))
+        finally:
+            if woken is not None:
+                woken.cancel()

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aios_serve.backends.encoder_base import EncodedInput, EncoderBackend
-from aios_serve.backends.torch_encoder import DType, TorchEncoderBackend
+from aios_serve.backends.torch_encoder import DType, TorchEncoderBackend, use_math_threads
 from aios_serve.config import ModelSpec
 from aios_serve.engine.batching import BatchScheduler
 from aios_serve.errors import invalid
@@ -30,7 +30,9 @@ class EncoderOptions(BaseModel):
 
     backend: Literal["torch", "onnx"] = "torch"
     dtype: DType = "auto"  # torch's precision; onnx runs float32
-    threads: int | None = Field(default=None, gt=0)
+    threads: int | None = Field(default=None, gt=0)  # all forward passes together; default: cores
+    # Forward passes at once, sharing the threads; default 2 on torch (with 2+ threads), 1 on onnx.
+    forward_workers: int | None = Field(default=None, gt=0)
     max_batch_tokens: int = Field(default=8192, gt=0)
     max_batch_size: int = Field(default=128, gt=0)
     max_queued_requests: int = Field(default=1024, gt=0)
@@ -87,6 +89,7 @@ class EncoderModel:
         return Path(str(self.spec.path)).expanduser()
 
     def _load(self) -> EncoderBackend:
+        threads_each = self.worker_layout()[1]
         if self.options.backend == "onnx":
             from aios_serve.backends.onnx_encoder import OnnxEncoderBackend  # only where configured
 
@@ -94,19 +97,34 @@ class EncoderModel:
                 self._folder(),
                 cross_encoder=self.cross_encoder,
                 max_model_len=self.spec.max_model_len,
-                threads=self.options.threads or os.cpu_count(),
+                threads=threads_each,
             )
         return TorchEncoderBackend(
             self._folder(),
             cross_encoder=self.cross_encoder,
             dtype=self.options.dtype,
             max_model_len=self.spec.max_model_len,
-            threads=self.options.threads or os.cpu_count(),
+            threads=threads_each,
             packed=self.options.packed,
         )
 
+    def worker_layout(self) -> tuple[int, int]:
+        """(forward passes at once, math threads each).
+
+        On torch, two passes of one thread each beat one pass of two threads on 2 cores: a pass
+        waits at every operation for its slowest thread, so whatever else runs on a core (the
+        event loop, a client) stalls both threads of a shared pass but only one lone pass.
+        """
+        threads = self.options.threads or os.cpu_count() or 1
+        if self.options.forward_workers is not None:
+            workers = min(self.options.forward_workers, threads)
+        else:
+            workers = 1 if self.options.backend == "onnx" else min(2, threads)
+        return workers, max(1, threads // workers)
+
     async def start(self) -> None:
         forward = self._forward_scores if self.cross_encoder else self._forward_embeddings
+        workers, threads_each = self.worker_layout()
         self._scheduler = BatchScheduler(
             forward=forward,
             length_of=len,
@@ -115,6 +133,9 @@ class EncoderModel:
             max_queued_requests=self.options.max_queued_requests,
             micro_batch_tokens=self.options.micro_batch_tokens,
             name=self.spec.name,
+            workers=workers,
+            threads=workers * threads_each,
+            set_threads=use_math_threads if self.options.backend == "torch" else None,
         )
         self._backend = await self._scheduler.run_blocking(self._load)
         self._scheduler.packed = self._backend.packs_sequences
