@@ -148,7 +148,13 @@ class BatchScheduler(Generic[ItemT]):
 
     def _share_of_queue(self, idle_workers: int) -> int:
         """The token budget for the next batch: an even share of what waits, within the limit."""
-        waiting = sum(sum(job.lengths[job.next_item :]) for job in self._jobs if not job.future.done())
+        enough = self.max_batch_tokens * idle_workers  # past this, every share is the limit
+        waiting = 0
+        for job in self._jobs:
+            if not job.future.done():
+                waiting += sum(job.lengths[job.next_item :])
+                if waiting >= enough:
+                    break
         return max(1, min(self.max_batch_tokens, -(-waiting // idle_workers)))
 
     def _take_batch(self, budget: int) -> list[tuple[_Job[ItemT], int]]:
