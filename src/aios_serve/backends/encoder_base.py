@@ -58,6 +58,12 @@ def sentence_transformers_pooling(folder: Path) -> Pooling:
     return "mean"
 
 
+def l2_normalized(pooled: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as float32."""
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
     """L2-normalized pooled rows of float32 hidden states [batch, seq, dim] under a 0/1 mask."""
     weights = mask[:, :, None].astype(np.float32)
@@ -67,8 +73,7 @@ def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
         pooled = np.where(weights > 0, hidden, -np.inf).max(axis=1)
     else:
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-    return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+    return l2_normalized(pooled)
 
 
 def pool_packed(hidden: np.ndarray, starts: np.ndarray, pooling: Pooling) -> np.ndarray:
@@ -81,8 +86,7 @@ def pool_packed(hidden: np.ndarray, starts: np.ndarray, pooling: Pooling) -> np.
         pooled = np.maximum.reduceat(hidden, firsts, axis=0)
     else:
         pooled = np.add.reduceat(hidden, firsts, axis=0) / np.diff(starts)[:, None].astype(np.float32)
-    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-    return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+    return l2_normalized(pooled)
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -88,8 +89,7 @@ class EncoderModel:
             return resolve_bundled(self.spec.bundled)
         return Path(str(self.spec.path)).expanduser()
 
-    def _load(self) -> EncoderBackend:
-        threads_each = self.worker_layout()[1]
+    def _load(self, threads_each: int) -> EncoderBackend:
         if self.options.backend == "onnx":
             from aios_serve.backends.onnx_encoder import OnnxEncoderBackend  # only where configured
 
@@ -137,7 +137,7 @@ class EncoderModel:
             threads=workers * threads_each,
             set_threads=use_math_threads if self.options.backend == "torch" else None,
         )
-        self._backend = await self._scheduler.run_blocking(self._load)
+        self._backend = await self._scheduler.run_blocking(partial(self._load, threads_each))
         self._scheduler.packed = self._backend.packs_sequences
         self._scheduler.start()
 
