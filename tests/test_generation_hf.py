@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from aios_serve.models.bundled import resolve_bundled
 from tests.servers import running_server, write_config
+from tests.tiny_models import save_model_folder
 
 NAME = "tiny-hf-llama"
 PROMPT = "Once upon a time"
@@ -40,10 +41,7 @@ def build_tiny_llama(folder: Path) -> Path:
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # sharpen the distribution so that greedy choices are not near-ties
         model.lm_head.weight.mul_(40.0)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return save_model_folder(model, tokenizer, folder)
 
 
 @pytest.fixture(scope="module")

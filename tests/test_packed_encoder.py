@@ -9,14 +9,13 @@ import httpx
 import numpy as np
 import openai
 import pytest
-import torch
-from transformers import AutoTokenizer, RobertaConfig, RobertaModel
 
 from aios_serve.backends.encoder_base import EncodedInput
 from aios_serve.backends.torch_encoder import TorchEncoderBackend
 from aios_serve.models.bundled import resolve_bundled
 from tests.conftest import CROSS_ENCODER, EMBEDDING_FP32
 from tests.servers import running_server, write_config
+from tests.tiny_models import build_roberta_encoder
 
 
 def _mixed_texts(count: int, seed: int, longest: int = 250) -> list[str]:
@@ -109,27 +108,13 @@ def test_rerank_served_packed_equals_rerank_served_padded(
     )
 
 
-def test_other_architectures_run_padded(tmp_path: Path, minilm: Path) -> None:
+def test_other_architectures_run_padded(tmp_path: Path) -> None:
     """A model this module does not know (RoBERTa here) loads and runs transformers' own forward."""
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm))
-    torch.manual_seed(0)
-    config = RobertaConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=66,
-        type_vocab_size=2,
-        pad_token_id=0,
-    )
-    folder = tmp_path / "tiny-roberta"
-    RobertaModel(config).eval().save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
+    folder = build_roberta_encoder(tmp_path / "tiny-roberta")
     backend = TorchEncoderBackend(folder, cross_encoder=False, dtype="float32", max_model_len=60)
     assert not backend.packs_sequences
     vectors = backend.embed(
-        [EncodedInput(ids) for ids in tokenizer(["a short one", "and another text"])["input_ids"]]
+        [EncodedInput(ids) for ids in backend.tokenizer(["a short one", "and another text"])["input_ids"]]
     )
     assert vectors.shape == (2, 32)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

@@ -23,6 +23,7 @@ from bench_encoders import synthetic_corpus
 from aios_serve.backends.encoder_base import EncodedInput
 from aios_serve.backends.length_groups import plan_length_groups
 from aios_serve.backends.torch_encoder import TorchEncoderBackend
+from aios_serve.engine.encoder import EncoderOptions
 from aios_serve.models.bundled import resolve_bundled
 
 Batches = list[list[EncodedInput]]
@@ -31,7 +32,7 @@ Batches = list[list[EncodedInput]]
 def padded_passes(backend: TorchEncoderBackend, batches: Batches) -> None:
     """What the scheduler does for a padding backend: length-sorted micro-batches."""
     for batch in batches:
-        for group in plan_length_groups([len(item) for item in batch], 4096):
+        for group in plan_length_groups([len(item) for item in batch], EncoderOptions().micro_batch_tokens):
             backend.embed([batch[index] for index in group])
 
 
