@@ -120,3 +120,38 @@ def test_client_disconnect_stops_the_sequence(base_url: str) -> None:
         f"{base_url}/v1/completions", json={"model": SMOL, "prompt": "Hi", "max_tokens": 2}, timeout=30
     )
     assert quick.status_code == 200
+
+
+def _prompt_passes(base_url: str) -> float:
+    metrics = httpx.get(f"{base_url}/metrics", timeout=10).text
+    for line in metrics.splitlines():
+        if line.startswith("aios_serve_engine_forward_passes_total{") and f'model_name="{SMOL}"' in line:
+            if 'phase="prompt"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no prompt-pass counter for the model in /metrics")
+
+
+def test_prompts_arriving_together_share_prefill_passes(base_url: str) -> None:
+    """Eight prompts of one length sent at once share passes (the first to arrive may start
+    alone) instead of taking one pass each; prompts of different lengths never share one."""
+    questions = [f"Name one colour of thing number {i}." for i in range(8)]
+    before = _prompt_passes(base_url)
+
+    async def run_all() -> list[str]:
+        async with openai.AsyncOpenAI(
+            base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120
+        ) as client:
+
+            async def one(question: str) -> str:
+                out = await client.chat.completions.create(
+                    model=SMOL, messages=[{"role": "user", "content": question}], max_tokens=1, temperature=0
+                )
+                return str(out.choices[0].message.content)
+
+            return await asyncio.gather(*[one(q) for q in questions])
+
+    answers = asyncio.run(run_all())
+    passes = _prompt_passes(base_url) - before
+    print(f"prompt passes for {len(questions)} prompts sent together: {passes:.0f}")
+    assert len(answers) == len(questions) and all(answers)
+    assert 1 <= passes <= 3, f"{passes} prompt passes for {len(questions)} prompts sent together"

@@ -18,6 +18,8 @@ class EngineStats:
     waiting: int | None = None  # requests queued, not yet running (vllm:num_requests_waiting)
     kv_cache_usage: float | None = None  # fraction 0..1 of KV-cache cells in use
     batch_size: int | None = None  # sequences in the last batch the engine ran
+    prompt_passes: int | None = None  # forward passes that wrote prompt tokens, since start
+    decode_passes: int | None = None  # forward passes that decoded one token per sequence
 
 
 @runtime_checkable

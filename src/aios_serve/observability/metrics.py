@@ -13,7 +13,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -80,6 +80,11 @@ class EngineCollector(Collector):
         batch = GaugeMetricFamily(
             "aios_serve_batch_size", "Sequences in the last batch the engine ran.", labels=["model_name"]
         )
+        passes = CounterMetricFamily(
+            "aios_serve_engine_forward_passes",
+            "Generation forward passes: phase prompt (prompt chunks, merged) or decode.",
+            labels=["model_name", "phase"],
+        )
         for model in self._models():
             stats = stats_of(model)
             if stats is None:
@@ -93,7 +98,10 @@ class EngineCollector(Collector):
             ):
                 if value is not None:
                     family.add_metric(name, float(value))
-        yield from (running, waiting, kv_cache, batch)
+            for phase, count in (("prompt", stats.prompt_passes), ("decode", stats.decode_passes)):
+                if count is not None:
+                    passes.add_metric([*name, phase], float(count))
+        yield from (running, waiting, kv_cache, batch, passes)
 
 
 class ServerMetrics:

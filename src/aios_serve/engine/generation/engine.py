@@ -32,6 +32,10 @@ _STOP = object()
 PROMPT_LOGPROBS_CHUNK = 64
 """Prompt tokens per pass when every position's logits are kept (bounds that buffer)."""
 
+PassOwner = tuple[RequestState, PrefillTask | Sequence]
+Pass = tuple[list[BatchItem], list[PassOwner]]
+"""One forward pass: its batch items, and the request and prompt or sequence of each."""
+
 
 class GenerationEngine:
     """Schedules requests as sequences of one multi-sequence batch."""
@@ -48,7 +52,10 @@ class GenerationEngine:
         self._eog_set = set(self._eog_ids)
         self._thread = threading.Thread(target=self._run, name=f"generate-{name}", daemon=True)
         self.steps = 0
-        self.snapshot = EngineStats(running=0, waiting=0, kv_cache_usage=0.0, batch_size=0)
+        self.prompt_passes = 0
+        self.snapshot = EngineStats(
+            running=0, waiting=0, kv_cache_usage=0.0, batch_size=0, prompt_passes=0, decode_passes=0
+        )
 
     @property
     def eog_ids(self) -> list[int]:
@@ -119,6 +126,7 @@ class GenerationEngine:
                 self._preempt_newest()
                 break
             self.steps += 1
+            self.prompt_passes += isinstance(owners[0][1], PrefillTask)
             decoded += len(items)
             for item, (state, target) in zip(items, owners, strict=True):
                 touched[id(state)] = state
@@ -135,6 +143,8 @@ class GenerationEngine:
             waiting=len(self._waiting),
             kv_cache_usage=min(1.0, used / self.kv_cells) if self.kv_cells else 0.0,
             batch_size=batch_size,
+            prompt_passes=self.prompt_passes,
+            decode_passes=self.steps - self.prompt_passes,
         )
 
     def _after_decode(self, state: RequestState, target: PrefillTask | Sequence, item: BatchItem) -> None:
@@ -159,32 +169,35 @@ class GenerationEngine:
         for seq in seqs:
             self._advance(state, seq, item.logits)
 
-    def _plan_calls(self) -> list[tuple[list[BatchItem], list[tuple[RequestState, PrefillTask | Sequence]]]]:
-        """This step's forward passes: one for every decoding sequence, then one per prompt chunk.
+    def _plan_calls(self) -> list[Pass]:
+        """This step's forward passes: one for every decoding sequence, then the prompt chunks.
 
-        Decode tokens and prompts go in separate passes, and a prompt is cut into chunks the same
-        way whatever else runs, because llama.cpp picks its matrix kernels by batch size: so a
-        sequence's logits are the same batched as alone.
+        A sequence's logits stay the same batched as alone. llama.cpp picks its kernels by the rows
+        a pass gives each sequence (flash attention tiles at 64 query rows), so decode tokens and
+        prompt chunks never share a pass, a prompt is cut the same way whatever else runs, and
+        prompt chunks share a pass only with chunks of the same length (llama.cpp's split of a
+        multi-sequence batch then gives each its whole chunk). Prompts that arrive together
+        mostly differ by a few tokens, so sixteen of them take a few passes instead of sixteen.
+        A prompt whose every position is scored keeps a pass of its own.
         """
-        calls: list[tuple[list[BatchItem], list[tuple[RequestState, PrefillTask | Sequence]]]] = []
+        calls: list[Pass] = []
         limit = self.backend.max_batch_tokens
         items: list[BatchItem] = []
-        owners: list[tuple[RequestState, PrefillTask | Sequence]] = []
+        owners: list[PassOwner] = []
         for state in self._active:
             for seq in state.seqs:
                 if seq.pending is not None and seq.slot is not None and len(items) < limit:
                     items.append(BatchItem([seq.pending], seq.n_cached, [seq.slot]))
                     owners.append((state, seq))
         if items:
-            # per-sequence caches run one pass only over increasing, consecutive sequence ids
-            order = sorted(range(len(items)), key=lambda k: items[k].seq_ids[0])
-            calls.append(([items[k] for k in order], [owners[k] for k in order]))
-        prefill_budget = limit
+            calls.append(_in_sequence_order(items, owners))
+        budget = limit
+        by_length: dict[int, Pass] = {}
         for task in list(self._prefills):
             owner = self._owner_of(task)
             score_prompt = owner.needs_prompt_logprobs
             take = min(min(limit, PROMPT_LOGPROBS_CHUNK) if score_prompt else limit, task.remaining)
-            if prefill_budget < take and prefill_budget < limit:
+            if budget < take and budget < limit:
                 break
             lead = task.seqs[0].slot
             assert lead is not None
@@ -192,8 +205,14 @@ class GenerationEngine:
             item = BatchItem(
                 chunk, task.done, [lead], want_logits=take == task.remaining, want_all_logits=score_prompt
             )
-            calls.append(([item], [(owner, task)]))
-            prefill_budget -= take
+            if score_prompt:
+                calls.append(([item], [(owner, task)]))
+            else:
+                group = by_length.setdefault(take, ([], []))
+                group[0].append(item)
+                group[1].append((owner, task))
+            budget -= take
+        calls.extend(_in_sequence_order(*group) for group in by_length.values())
         return calls
 
     def _owner_of(self, task: PrefillTask) -> RequestState:
@@ -349,3 +368,9 @@ class GenerationEngine:
         self._active.clear()
         self._waiting.clear()
         self._prefills.clear()
+
+
+def _in_sequence_order(items: list[BatchItem], owners: list[PassOwner]) -> Pass:
+    """Sort a pass by sequence id: per-sequence caches run one pass only over increasing ids."""
+    order = sorted(range(len(items)), key=lambda k: items[k].seq_ids[0])
+    return [items[k] for k in order], [owners[k] for k in order]
