@@ -67,6 +67,38 @@ def test_bearer_scheme_is_case_insensitive(guarded: GuardedServer) -> None:
     assert response.status_code == 200
 
 
+def test_openapi_document_declares_bearer_auth_for_the_api(guarded: GuardedServer) -> None:
+    """What Swagger UI's Authorize button reads: one bearer scheme, required outside the open paths."""
+    document = httpx.get(f"{guarded.url}/openapi.json").json()  # an open path: no key needed
+    schemes = document["components"]["securitySchemes"]
+    assert len(schemes) == 1
+    name, scheme = next(iter(schemes.items()))
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    operations = {
+        (path, method): operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method in {"get", "post", "put", "delete", "patch"}
+    }
+    protected = {key for key, operation in operations.items() if operation.get("security")}
+    for key in protected:
+        assert operations[key]["security"] == [{name: []}], key
+        assert "401" in operations[key]["responses"], key  # the answer without a key is documented
+    assert {
+        ("/v1/embeddings", "post"),
+        ("/v1/chat/completions", "post"),
+        ("/tokenize", "post"),
+        ("/v1/models", "get"),
+        ("/version", "get"),
+        ("/v1/usage", "get"),
+    } <= protected
+    assert {path for path, _ in set(operations) - protected} <= {"/health", "/metrics"}
+    assert ("/health", "get") in set(operations) - protected
+    # Swagger UI sends `Authorization: Bearer <key>` for this scheme; the server takes it.
+    models = httpx.get(f"{guarded.url}/v1/models", headers={"Authorization": f"Bearer {KEYS['bob']}"})
+    assert models.status_code == 200
+
+
 def test_key_name_is_the_caller_in_usage(guarded: GuardedServer) -> None:
     marker = f"usage-marker-{time.time_ns()}"
     response = httpx.post(

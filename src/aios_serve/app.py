@@ -19,6 +19,7 @@ from aios_serve.errors import ApiError, ErrorKind, error_response, install_error
 from aios_serve.lifecycle import install_guards
 from aios_serve.observability import install_observability, request_id_of
 from aios_serve.registry import ModelRegistry
+from aios_serve.security import OpenPaths, document_bearer_auth
 
 log = logging.getLogger("aios_serve.app")
 
@@ -83,6 +84,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.registry = registry
     install_error_handlers(app)
     install_guards(app, config)  # request guard, API keys, body-size limit
+    if config.api_keys:  # Swagger UI's Authorize button then sends the key
+        document_bearer_auth(app, OpenPaths(config.open_paths))
     # Outermost: request ids, access log, metrics and usage records (also /metrics, /v1/usage).
     observability = install_observability(app, config, registry)
 

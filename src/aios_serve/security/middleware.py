@@ -23,6 +23,18 @@ def _bearer_token(scope: Scope) -> str | None:
     return None
 
 
+class OpenPaths:
+    """Paths served without a key: exact paths, and prefixes written with a trailing `*`."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        paths = list(patterns)
+        self.exact = frozenset(path for path in paths if not path.endswith("*"))
+        self.prefixes = tuple(path.removesuffix("*") for path in paths if path.endswith("*"))
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and (path in self.exact or path.startswith(self.prefixes))
+
+
 class ApiKeyMiddleware:
     """Sets `request.state.caller` on every request: the key's caller, or anonymous when no keys
     are configured. With keys, a request without a valid `Authorization: Bearer <key>` is 401,
@@ -32,12 +44,7 @@ class ApiKeyMiddleware:
     def __init__(self, app: ASGIApp, keys: KeyRing, open_paths: Iterable[str]) -> None:
         self.app = app
         self.keys = keys
-        paths = list(open_paths)
-        self.open_paths = frozenset(path for path in paths if not path.endswith("*"))
-        self.open_prefixes = tuple(path.removesuffix("*") for path in paths if path.endswith("*"))
-
-    def _is_open(self, path: str) -> bool:
-        return path in self.open_paths or path.startswith(self.open_prefixes)
+        self.open_paths = OpenPaths(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,7 +52,7 @@ class ApiKeyMiddleware:
             return
         state = scope.setdefault("state", {})
         state["caller"] = ANONYMOUS
-        if not self.keys or self._is_open(scope["path"]) or scope["method"] == "OPTIONS":
+        if not self.keys or scope["path"] in self.open_paths or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         token = _bearer_token(scope)
