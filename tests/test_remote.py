@@ -1,9 +1,11 @@
 """Remote models: a third aios-serve proxies to two aios-serve upstreams over HTTP. Answers and
-streams match the upstream's own, usage and metrics count proxied calls, and killing one upstream
-mid-load fails no request after the ejection window; a restarted upstream is re-admitted."""
+streams match the upstream's own, usage and metrics count proxied calls, /tokenize is relayed,
+clients that leave early leave nothing in flight, and killing one upstream mid-load fails no
+request after the ejection window; a restarted upstream is re-admitted."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
@@ -19,12 +21,16 @@ import openai
 import orjson
 import pytest
 
+from tests._slow_upstream import SlowUpstream
+from tests._usage_server import scrape, value
 from tests.servers import _wait_healthy, free_port, running_server, write_config
 
 EMBEDDING = "all-minilm-l6-v2"
 CHAT = "smollm2-135m-instruct"
 REMOTE_EMBEDDING = "remote-minilm"
 NOWHERE = "remote-nowhere"
+SLOW = "remote-slow-to-start"
+EARLY_LEAVERS = 4
 FAST_HEALTH = {"health_interval_s": 0.3, "health_timeout_s": 1.0, "unhealthy_after": 1, "healthy_after": 2}
 # Checks every 0.3 s, ejected on the first failure; a refused connection ejects at once.
 EJECTION_WINDOW_S = 1.5
@@ -74,8 +80,17 @@ def upstream_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpstreamPro
 
 
 @pytest.fixture(scope="module")
+def slow_upstream() -> Iterator[SlowUpstream]:
+    with SlowUpstream().serving() as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
 def proxy(
-    tmp_path_factory: pytest.TempPathFactory, upstream_a: str, upstream_b: UpstreamProcess
+    tmp_path_factory: pytest.TempPathFactory,
+    upstream_a: str,
+    upstream_b: UpstreamProcess,
+    slow_upstream: SlowUpstream,
 ) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("proxy")
     models: list[dict[str, Any]] = [
@@ -101,6 +116,12 @@ def proxy(
             "capabilities": ["embeddings"],
             "upstreams": [{"url": f"http://127.0.0.1:{free_port()}"}],
             "remote": FAST_HEALTH,
+        },
+        {
+            "name": SLOW,
+            "kind": "remote",
+            "capabilities": ["chat"],
+            "upstreams": [{"url": slow_upstream.url}],
         },
     ]
     with running_server(write_config(folder, models), folder / "server.log") as url:
@@ -206,6 +227,63 @@ def test_errors_pass_through_and_dead_upstreams_answer_503(upstream_a: str, prox
     dead = httpx.post(f"{proxy}/v1/embeddings", json={"model": NOWHERE, "input": "x"}, timeout=30)
     assert dead.status_code == 503 and "Retry-After" in dead.headers
     assert dead.json()["error"]["code"] == 503
+
+
+def test_tokenize_and_detokenize_are_relayed_to_the_upstream(upstream_a: str, proxy: str) -> None:
+    prompt: dict[str, Any] = {
+        "model": CHAT,
+        "prompt": "Tokens come from the upstream.",
+        "return_token_strs": True,
+    }
+    chat: dict[str, Any] = {"model": CHAT, "messages": [{"role": "user", "content": "Hi there"}]}
+    for body in (prompt, chat):
+        want = httpx.post(f"{upstream_a}/tokenize", json=body, timeout=30)
+        got = httpx.post(f"{proxy}/tokenize", json=body, timeout=30)
+        assert got.status_code == want.status_code == 200
+        assert got.json() == want.json() and want.json()["count"] > 0
+    tokens = httpx.post(f"{upstream_a}/tokenize", json=prompt, timeout=30).json()["tokens"]
+    for body in ({"model": CHAT, "tokens": tokens}, {"model": CHAT, "tokens": [10**9]}):
+        want = httpx.post(f"{upstream_a}/detokenize", json=body, timeout=30)
+        got = httpx.post(f"{proxy}/detokenize", json=body, timeout=30)
+        assert (got.status_code, got.json()) == (want.status_code, want.json())
+    assert got.status_code == 400  # the upstream's own refusal of an unknown token id, passed on
+    text = httpx.post(f"{proxy}/detokenize", json={"model": CHAT, "tokens": tokens}, timeout=30).json()
+    assert "Tokens come from the upstream." in text["prompt"]
+    not_generative = httpx.post(f"{proxy}/tokenize", json={"model": REMOTE_EMBEDDING, "prompt": "x"})
+    assert not_generative.status_code == 400 and not_generative.json()["error"]["param"] == "model"
+
+
+async def _in_flight(proxy: str, model: str) -> float:
+    """What /metrics reports as the remote model's requests in flight at its upstreams."""
+    return value(await asyncio.to_thread(scrape, proxy), "vllm:num_requests_running", model_name=model)
+
+
+async def _wait_for_stream(proxy: str, body: dict[str, Any]) -> None:
+    async with (
+        httpx.AsyncClient(timeout=120) as client,
+        client.stream("POST", f"{proxy}/v1/chat/completions", json=body) as response,
+    ):
+        raise AssertionError(f"the upstream is held, yet an answer began: {response.status_code}")
+
+
+async def test_clients_that_leave_before_the_stream_starts_leave_nothing_in_flight(
+    proxy: str, slow_upstream: SlowUpstream
+) -> None:
+    body = {"model": SLOW, "messages": [{"role": "user", "content": "Anyone there?"}], "stream": True}
+    clients = [asyncio.create_task(_wait_for_stream(proxy, body)) for _ in range(EARLY_LEAVERS)]
+    await asyncio.to_thread(slow_upstream.wait_for_arrivals, EARLY_LEAVERS)
+    assert await _in_flight(proxy, SLOW) == EARLY_LEAVERS
+    for client in clients:  # each hangs up while the proxy still waits for the upstream's headers
+        client.cancel()
+    await asyncio.gather(*clients, return_exceptions=True)
+    deadline = time.monotonic() + 10
+    while (left := await _in_flight(proxy, SLOW)) != 0:
+        assert time.monotonic() < deadline, f"{left:g} requests of clients long gone still in flight"
+        await asyncio.sleep(0.1)
+    slow_upstream.release.set()  # the upstream answers again: a client that stays gets its stream
+    chunks = _stream_chunks(proxy, body)
+    assert chunks[-1] == "[DONE]" and chunks[0]["choices"][0]["delta"]["content"] == "late"
+    assert await _in_flight(proxy, SLOW) == 0
 
 
 def _embedding_requests_seen(upstream_url: str) -> float:

@@ -1,4 +1,5 @@
-"""Routes of /tokenize and /detokenize (vLLM's shapes), for prompts and for chat messages."""
+"""Routes of /tokenize and /detokenize (vLLM's shapes), for prompts and for chat messages.
+A remote model's requests are relayed to the same paths on its upstream."""
 
 from __future__ import annotations
 
@@ -18,15 +19,15 @@ from aios_serve.api.tokenize.protocol import (
     TokenizeResponse,
 )
 from aios_serve.config import Capability
-from aios_serve.engine.generation import GenerationModel
 from aios_serve.engine.generation.chat_template import ChatTemplateError
+from aios_serve.engine.remote.model import RemoteModel
 from aios_serve.errors import invalid
-from aios_serve.registry import ModelRegistry
+from aios_serve.registry import ModelRegistry, ServedModel
 
 router = APIRouter(tags=["tokenize"])
 
 
-def _model(registry: ModelRegistry, name: str | None, capability: Capability) -> GenerationModel:
+def _model(registry: ModelRegistry, name: str | None, capability: Capability) -> ServedModel:
     """The named model, or the first generation model when no name is given (as vLLM)."""
     if name is None:
         for model in registry.models:
@@ -35,7 +36,7 @@ def _model(registry: ModelRegistry, name: str | None, capability: Capability) ->
                 break
         else:
             raise invalid("No generation model is served; give `model`.", "model")
-    return as_generator(registry.resolve(name, capability))
+    return registry.resolve(name, capability)
 
 
 @router.post(
@@ -45,9 +46,12 @@ def _model(registry: ModelRegistry, name: str | None, capability: Capability) ->
     summary="Tokenize a prompt or chat messages",
 )
 async def tokenize(request: TokenizeChatRequest | TokenizeCompletionRequest, raw: Request) -> Response:
-    registry = registry_of(raw)
+    capability: Capability = "chat" if isinstance(request, TokenizeChatRequest) else "completions"
+    served = _model(registry_of(raw), request.model, capability)
+    if isinstance(served, RemoteModel):
+        return await served.forward_path("/tokenize", raw)
+    model = as_generator(served)
     if isinstance(request, TokenizeChatRequest):
-        model = _model(registry, request.model, "chat")
         tools = [tool.model_dump(exclude_none=True) for tool in request.tools] if request.tools else None
         add_generation_prompt = request.add_generation_prompt and not request.continue_final_message
         try:
@@ -60,7 +64,6 @@ async def tokenize(request: TokenizeChatRequest | TokenizeCompletionRequest, raw
         except ChatTemplateError as exc:
             raise invalid(str(exc), "messages") from exc
     else:
-        model = _model(registry, request.model, "completions")
         text = request.prompt
     tokens = model.tokenize(text, add_special=request.add_special_tokens)
     token_strs = [model.token_text(t) for t in tokens] if request.return_token_strs else None
@@ -81,6 +84,9 @@ async def tokenize(request: TokenizeChatRequest | TokenizeCompletionRequest, raw
     summary="Turn token ids back into text",
 )
 async def detokenize(request: DetokenizeRequest, raw: Request) -> Response:
-    model = _model(registry_of(raw), request.model, "completions")
+    served = _model(registry_of(raw), request.model, "completions")
+    if isinstance(served, RemoteModel):
+        return await served.forward_path("/detokenize", raw)
+    model = as_generator(served)
     check_token_ids(request.tokens, model.backend.n_vocab, "tokens")
     return json_response({"prompt": model.detokenize(request.tokens, skip_special=False)})

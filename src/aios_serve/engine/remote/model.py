@@ -10,13 +10,14 @@ from typing import Any
 import httpx
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from aios_serve.api.common.request_state import note_usage
 from aios_serve.config import Capability, ModelSpec
 from aios_serve.engine.remote.pool import Upstream, UpstreamPool
-from aios_serve.engine.remote.streaming import Exchange, relay_events, usage_of
+from aios_serve.engine.remote.streaming import Exchange, RelayedStream, relay_events, usage_of
 from aios_serve.errors import ApiError, ErrorKind
+from aios_serve.observability.engine_stats import EngineStats
 
 log = logging.getLogger("aios_serve.remote")
 
@@ -27,6 +28,7 @@ UPSTREAM_PATHS: dict[Capability, str] = {
     "completions": "/v1/completions",
     "chat": "/v1/chat/completions",
 }
+STREAMING_CAPABILITIES: tuple[Capability, ...] = ("completions", "chat")
 PASSED_HEADERS = ("retry-after",)
 
 
@@ -42,6 +44,10 @@ class RemoteModel:
     @property
     def max_model_len(self) -> int:
         return self._max_model_len
+
+    def stats(self) -> EngineStats:
+        """Requests in flight at the upstreams (vllm:num_requests_running in /metrics)."""
+        return EngineStats(running=sum(upstream.outstanding for upstream in self.pool.upstreams))
 
     async def start(self) -> None:
         options = self.spec.remote
@@ -82,10 +88,18 @@ class RemoteModel:
                         return
 
     async def forward(self, capability: Capability, raw: Request) -> Response:
+        """Send an API request on to the upstream's endpoint for `capability`."""
+        return await self._relay(UPSTREAM_PATHS[capability], raw, capability in STREAMING_CAPABILITIES)
+
+    async def forward_path(self, path: str, raw: Request) -> Response:
+        """Send a request that never streams (vLLM's /tokenize, /detokenize) on to `path` upstream."""
+        return await self._relay(path, raw, may_stream=False)
+
+    async def _relay(self, path: str, raw: Request, may_stream: bool) -> Response:
         """Send the request on; retry once on another upstream if the connection could not open."""
         assert self._client is not None, "remote model used before start()"
         body: dict[str, Any] = orjson.loads(await raw.body())
-        streaming = bool(body.get("stream")) and capability in ("completions", "chat")
+        streaming = may_stream and bool(body.get("stream"))
         client_wants_usage = False
         if streaming:
             stream_options = dict(body.get("stream_options") or {})
@@ -93,7 +107,7 @@ class RemoteModel:
             # Ask for the usage chunk always, so the usage report counts the call; it is
             # dropped again on the way back when the client did not ask for it.
             body["stream_options"] = {**stream_options, "include_usage": True}
-        exchange = await self._send(UPSTREAM_PATHS[capability], body, raw)
+        exchange = await self._send(path, body, raw)
         upstream, response = exchange.upstream, exchange.response
         relayed = False
         try:
@@ -107,7 +121,7 @@ class RemoteModel:
             if streaming and media_type.startswith("text/event-stream"):
                 events = relay_events(exchange, raw, client_wants_usage)
                 relayed = True  # the stream closes the exchange when it ends
-                return StreamingResponse(events, response.status_code, headers, media_type=media_type)
+                return RelayedStream(exchange, events, response.status_code, headers, media_type)
             content = await response.aread()
         except httpx.TimeoutException as exc:
             raise self._timeout(exc) from exc
@@ -138,7 +152,7 @@ class RemoteModel:
                 },
             )
             try:
-                return Exchange(self.pool, upstream, await self._client.send(request, stream=True))
+                response = await self._client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # Nothing was sent: safe to try once more, elsewhere.
                 self.pool.release(upstream)
@@ -155,6 +169,10 @@ class RemoteModel:
             except httpx.HTTPError as exc:
                 self.pool.release(upstream)
                 raise self._broken(upstream, exc) from exc
+            except BaseException:  # cancelled: the client left before the upstream answered
+                self.pool.release(upstream)
+                raise
+            return Exchange(self.pool, upstream, response)
 
     def _timeout(self, exc: httpx.TimeoutException) -> ApiError:
         return ApiError(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from aios_serve.api.common.request_state import note_usage
 from aios_serve.engine.remote.pool import Upstream, UpstreamPool
@@ -31,6 +33,28 @@ class Exchange:
             self.closed = True
             self.pool.release(self.upstream)
             await self.response.aclose()
+
+
+class RelayedStream(StreamingResponse):
+    """A relayed event stream that ends its exchange however the response ends, also when the
+    client left before the first event was read (the event generator then never runs)."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        events: AsyncIterator[bytes],
+        status_code: int,
+        headers: Mapping[str, str],
+        media_type: str,
+    ) -> None:
+        super().__init__(events, status_code, headers, media_type=media_type)
+        self.exchange = exchange
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.exchange.close()
 
 
 def usage_counts(usage: Any) -> tuple[int, int] | None:
