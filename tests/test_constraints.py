@@ -18,6 +18,7 @@ from aios_serve.engine.generation.constraints import (
     json_schema_grammar,
     tool_call_grammar,
 )
+from aios_serve.engine.generation.constraints.schemas import closed_schema
 from tests._vocab import GgufVocab, gguf_vocab
 
 QWEN = "qwen2.5-coder-0.5b-instruct"
@@ -158,3 +159,70 @@ def test_a_bad_schema_is_a_grammar_error(qwen: tuple[GgufVocab, ConstraintVocab]
     _, cvocab = qwen
     with pytest.raises(GrammarError):
         cvocab.compile(json_schema_grammar({"type": "no-such-type"}))
+
+
+def test_parallel_tool_grammar_admits_several_blocks(qwen: tuple[GgufVocab, ConstraintVocab]) -> None:
+    vocab, cvocab = qwen
+    functions = [("get_weather", WEATHER), ("get_time", TIME)]
+    second = '<tool_call>\n{"name": "get_time", "arguments": {"tz": "UTC"}}\n</tool_call>'
+    parallel = cvocab.compile(tool_call_grammar(functions, parallel=True)).new_constraint()
+    assert run_text(parallel, vocab, f"{CALL}\n{second}")
+    assert parallel.is_accepting
+    single = cvocab.compile(tool_call_grammar(functions)).new_constraint()
+    assert not run_text(single, vocab, f"{CALL}\n{second}")
+    bare = cvocab.compile(tool_call_grammar(functions, wrapped=False, parallel=True)).new_constraint()
+    assert run_text(bare, vocab, f'[{{"name": "get_weather", "arguments": {ARGS}}}, {second[12:-13]}]')
+    assert bare.is_complete
+
+
+@pytest.mark.parametrize("parameters", [TIME, {"type": "object", "properties": {}}, None])
+def test_tool_arguments_are_closed(qwen: tuple[GgufVocab, ConstraintVocab], parameters: dict | None) -> None:
+    vocab, cvocab = qwen
+    grammar = cvocab.compile(tool_call_grammar([("get_time", parameters)]))
+    declared = '{"tz": "UTC"}' if parameters is TIME else "{}"
+    call = '<tool_call>\n{"name": "get_time", "arguments": '
+    assert run_text(grammar.new_constraint(), vocab, f"{call}{declared}}}\n</tool_call>")
+    extra = '{"tz": "UTC", "format": "24h"}' if parameters is TIME else '{"type": "object"}'
+    assert not run_text(grammar.new_constraint(), vocab, f"{call}{extra}}}")
+
+
+def test_closed_json_schema_grammar_forbids_undeclared_keys(qwen: tuple[GgufVocab, ConstraintVocab]) -> None:
+    vocab, cvocab = qwen
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "place": {"type": "object", "properties": {"x": {}}}},
+    }
+    nested_extra = '{"name": "a", "place": {"x": 1, "y": 2}}'
+    assert run_text(cvocab.compile(json_schema_grammar(schema)).new_constraint(), vocab, nested_extra)
+    closed = cvocab.compile(json_schema_grammar(schema, closed=True))
+    assert not run_text(closed.new_constraint(), vocab, nested_extra)
+    assert not run_text(closed.new_constraint(), vocab, '{"name": "a", "b": 1}')
+    assert run_text(closed.new_constraint(), vocab, '{"name": "a", "place": {"x": 1}}')
+    opened = cvocab.compile(json_schema_grammar({**schema, "additionalProperties": True}, closed=True))
+    assert run_text(opened.new_constraint(), vocab, '{"b": 1}')
+
+
+def test_closed_schema_leaves_set_and_combined_objects_alone() -> None:
+    item = {"type": "object", "properties": {"a": {"type": "string"}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": item},
+            "free": {**item, "additionalProperties": {}},
+        },
+        "$defs": {"Item": item},
+        "anyOf": [{"$ref": "#/$defs/Item"}],
+        "allOf": [item],
+    }
+    closed = closed_schema({"type": ["object", "null"], "properties": {"x": schema}})
+    assert closed["additionalProperties"] is False
+    inner = closed["properties"]["x"]
+    assert "additionalProperties" not in inner  # combined with allOf/anyOf
+    assert inner["allOf"] == [item] and inner["anyOf"] == [{"$ref": "#/$defs/Item"}]
+    assert inner["properties"]["items"]["items"]["additionalProperties"] is False
+    assert inner["properties"]["free"]["additionalProperties"] == {}
+    assert inner["$defs"]["Item"]["additionalProperties"] is False
+    assert closed_schema({"anyOf": [item, {"type": "null"}]})["anyOf"][0]["additionalProperties"] is False
+    refined = closed_schema({**item, "oneOf": [item]})  # alternatives that refine declared properties
+    assert "additionalProperties" not in refined and refined["oneOf"] == [item]
+    assert "additionalProperties" not in item  # the input is not changed

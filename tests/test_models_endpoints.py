@@ -1,10 +1,14 @@
-"""`/v1/models`, `/health`, `/version` and the OpenAPI document."""
+"""`/v1/models` (capabilities of every bundled model), `/health`, `/version` and the OpenAPI document."""
 
 from __future__ import annotations
 
 import httpx
 
+from tests._gen_server import SMOL, SMOL_ALIAS, generation_server
+from tests._tools_server import QWEN, QWEN_THINK, tools_server
 from tests.conftest import CROSS_ENCODER, EMBEDDING, EMBEDDING_ALIAS, EMBEDDING_FP32
+
+SMOL_CAPABILITIES = ["completions", "chat"]
 
 
 def test_models_list_shape(encoder_url: str) -> None:
@@ -34,3 +38,33 @@ def test_unknown_path_and_method_use_the_error_shape(encoder_url: str) -> None:
     assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}
     wrong_method = httpx.get(f"{encoder_url}/v1/embeddings")
     assert wrong_method.status_code == 405 and "error" in wrong_method.json()
+
+
+def _capabilities(base_url: str) -> dict[str, list[str]]:
+    return {card["id"]: card["capabilities"] for card in httpx.get(f"{base_url}/v1/models").json()["data"]}
+
+
+def test_generation_models_list_tools_when_their_chat_template_renders_them() -> None:
+    """Qwen2.5-Coder's template writes tools into the prompt; SmolLM2's does not; the same Qwen
+    weights under a ChatML template without tools (qwen-think) do not either."""
+    qwen = _capabilities(tools_server())
+    assert qwen[QWEN] == ["completions", "chat", "tools"]
+    assert qwen[QWEN_THINK] == ["completions", "chat"]
+    smol = _capabilities(generation_server()[0])
+    assert smol[SMOL] == smol[SMOL_ALIAS] == SMOL_CAPABILITIES
+
+
+def test_the_ray_ingress_lists_what_each_model_server_lists() -> None:
+    """The Ray ingress asks each model's own server (here a plain one) for its capabilities."""
+    from aios_serve.config import ModelSpec, ServerConfig
+    from aios_serve.deploy.ray_serve import with_served_capabilities
+
+    upstream = {"url": tools_server(), "model": QWEN}
+    front = ServerConfig(
+        models=[
+            ModelSpec(name="qwen", kind="remote", capabilities=["completions", "chat"], upstreams=[upstream]),
+            ModelSpec(name="configured", kind="remote", capabilities=["chat"], upstreams=[upstream]),
+        ]
+    )
+    learned = with_served_capabilities(front, {"qwen"})
+    assert [spec.capabilities for spec in learned.models] == [["completions", "chat", "tools"], ["chat"]]

@@ -114,6 +114,16 @@ def test_api_key_field_unlocks_the_models(browser: WebDriver, keyed_url: str) ->
     assert model_requests and model_requests[-1]["headers"]["Authorization"] == f"Bearer {API_KEY}"
 
 
+def test_chat_model_capabilities_are_shown(browser: WebDriver, keyed_url: str) -> None:
+    """The chosen chat model's capabilities, as /v1/models lists them (SmolLM2: no `tools`)."""
+    _open_with_key(browser, keyed_url)
+    cards = httpx.get(f"{keyed_url}/v1/models", headers=_auth()).json()["data"]
+    listed = next(card["capabilities"] for card in cards if card["id"] == CHAT_MODEL)
+    badges = browser.find_elements(By.CSS_SELECTOR, "#chat-capabilities .badge")
+    save_screenshot(browser, "playground-capabilities")
+    assert [badge.text for badge in badges] == listed == ["completions", "chat"]
+
+
 def test_chat_streams_an_answer_with_usage(browser: WebDriver, keyed_url: str) -> None:
     _open_with_key(browser, keyed_url)
     browser.find_element(By.ID, "chat-system").send_keys("You are a friendly poet.")

@@ -83,6 +83,62 @@ def test_streamed_json_schema_output_validates(api: openai.OpenAI) -> None:
     jsonschema.validate(json.loads(text), CITY)
 
 
+OPEN_CITY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "location": {
+            "type": "object",
+            "properties": {"country": {"type": "string", "maxLength": 20}},
+            "required": ["country"],
+        },
+    },
+    "required": ["name", "location"],
+}
+"""No additionalProperties anywhere: `strict` closes both objects."""
+
+
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with every object's undeclared properties forbidden, for jsonschema to check."""
+    properties = {
+        key: _closed(value) if value.get("type") == "object" else value
+        for key, value in schema["properties"].items()
+    }
+    return {**schema, "properties": properties, "additionalProperties": False}
+
+
+def test_strict_json_schema_output_has_no_undeclared_keys(api: openai.OpenAI) -> None:
+    """Asked for more fields than the schema declares, a model adds them if the grammar lets it."""
+    response_format: Any = {
+        "type": "json_schema",
+        "json_schema": {"name": "city", "schema": OPEN_CITY, "strict": True},
+    }
+    ask_more: list[Any] = [
+        {
+            "role": "user",
+            "content": "Describe Paris as JSON: its name, population, mayor and landmarks, and a "
+            "location with its country, region, latitude and longitude.",
+        }
+    ]
+
+    def ask(seed: int) -> str:
+        response = api.chat.completions.create(
+            model=QWEN,
+            messages=ask_more,
+            response_format=response_format,
+            seed=seed,
+            temperature=1.0,
+            max_tokens=120,
+        )
+        assert response.choices[0].finish_reason == "stop"
+        return response.choices[0].message.content or ""
+
+    with ThreadPoolExecutor(10) as pool:
+        outputs = list(pool.map(ask, range(10)))
+    for output in outputs:
+        jsonschema.validate(json.loads(output), _closed(OPEN_CITY))
+
+
 @pytest.mark.parametrize(
     "response_format",
     [

@@ -52,7 +52,8 @@ def api() -> openai.OpenAI:
 
 
 def test_required_calls_the_tool_with_valid_arguments_for_20_seeds(api: openai.OpenAI) -> None:
-    """20 requests at temperature 1, seeds 0..19, sent together so the engine batches them."""
+    """20 requests at temperature 1, seeds 0..19, sent together so the engine batches them; one
+    call each (left free, some seeds ask for the weather in both units)."""
 
     def ask(seed: int) -> Any:
         return api.chat.completions.create(
@@ -60,6 +61,7 @@ def test_required_calls_the_tool_with_valid_arguments_for_20_seeds(api: openai.O
             messages=PARIS,
             tools=[WEATHER],
             tool_choice="required",
+            parallel_tool_calls=False,
             seed=seed,
             temperature=1.0,
             max_tokens=60,
@@ -220,3 +222,132 @@ def test_langchain_bind_tools() -> None:
     reply = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("What's the weather in Paris?")
     assert reply.tool_calls and reply.tool_calls[0]["name"] == "get_weather"  # type: ignore[attr-defined]
     assert "paris" in reply.tool_calls[0]["args"]["city"].lower()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("parameters", [{"type": "object", "properties": {}}, None])
+def test_a_tool_without_parameters_is_called_with_empty_arguments(
+    api: openai.OpenAI, parameters: dict[str, Any] | None
+) -> None:
+    """Left open, the model writes the schema itself into the arguments; closed, only `{}` fits.
+    (At temperature 1 some seeds call the tool twice: `required` allows parallel calls.)"""
+    function = {"name": "get_current_time", "description": "Get the current time"}
+    tool: Any = {"type": "function", "function": {**function, "parameters": parameters}}
+    if parameters is None:
+        del tool["function"]["parameters"]
+
+    def ask(seed: int) -> Any:
+        return api.chat.completions.create(
+            model=QWEN,
+            messages=[{"role": "user", "content": "What time is it?"}],
+            tools=[tool],
+            tool_choice="required",
+            seed=seed,
+            temperature=1.0,
+            max_tokens=40,
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(ask, range(8)))
+    for response in responses:
+        calls = response.choices[0].message.tool_calls or []
+        assert calls and {(c.function.name, c.function.arguments) for c in calls} == {
+            ("get_current_time", "{}")
+        }
+
+
+def test_tool_arguments_have_no_undeclared_property(api: openai.OpenAI) -> None:
+    """TIME leaves additionalProperties unset; asked for more than it declares, the model would add
+    keys if the grammar let it."""
+    ask_more: list[Any] = [
+        {
+            "role": "user",
+            "content": "What time is it in Tokyo? Call get_time with timezone, plus format set to "
+            "24h, locale set to ja-JP and include_seconds set to true.",
+        }
+    ]
+    closed = {**TIME["function"]["parameters"], "additionalProperties": False}
+
+    def ask(seed: int) -> Any:
+        return api.chat.completions.create(
+            model=QWEN,
+            messages=ask_more,
+            tools=[TIME],
+            tool_choice="required",
+            seed=seed,
+            temperature=1.0,
+            max_tokens=80,
+        )
+
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(ask, range(10)))
+    for response in responses:
+        for call in response.choices[0].message.tool_calls or []:
+            jsonschema.validate(json.loads(call.function.arguments), closed)
+
+
+TWO_THINGS: list[Any] = [
+    {"role": "user", "content": "What's the weather in Paris, and what time is it in Tokyo?"}
+]
+
+
+def test_required_allows_parallel_calls(api: openai.OpenAI) -> None:
+    kwargs: dict[str, Any] = {
+        "model": QWEN,
+        "messages": TWO_THINGS,
+        "tools": [WEATHER, TIME],
+        "tool_choice": "required",
+        "temperature": 0,
+        "max_tokens": 120,
+    }
+    choice = api.chat.completions.create(**kwargs).choices[0]
+    calls = choice.message.tool_calls or []
+    assert sorted(call.function.name for call in calls) == ["get_time", "get_weather"], calls
+    assert choice.finish_reason == "tool_calls"
+    assert len({call.id for call in calls}) == 2
+    schemas = {"get_weather": WEATHER_PARAMS, "get_time": TIME["function"]["parameters"]}
+    for call in calls:
+        jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+    streamed: dict[int, list[str]] = {}
+    for chunk in api.chat.completions.create(**kwargs, stream=True):
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            entry = streamed.setdefault(delta.index, ["", ""])
+            entry[0] += (delta.function and delta.function.name) or ""
+            entry[1] += (delta.function and delta.function.arguments) or ""
+    assert [tuple(streamed[i]) for i in sorted(streamed)] == [
+        (call.function.name, call.function.arguments) for call in calls
+    ]
+
+
+def test_required_without_parallel_calls_makes_exactly_one(api: openai.OpenAI) -> None:
+    response = api.chat.completions.create(
+        model=QWEN,
+        messages=TWO_THINGS,
+        tools=[WEATHER, TIME],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_tokens=120,
+    )
+    choice = response.choices[0]
+    assert len(choice.message.tool_calls or []) == 1 and choice.finish_reason == "tool_calls"
+
+
+def test_langchain_tool_without_arguments() -> None:
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
+
+    @tool
+    def get_current_time() -> str:
+        """Get the current time."""
+        return "12:00"
+
+    llm = ChatOpenAI(
+        model=QWEN,
+        base_url=f"{tools_server()}/v1",
+        api_key=SecretStr("unused"),
+        temperature=0,
+        max_completion_tokens=40,
+    )
+    reply = llm.bind_tools([get_current_time], tool_choice="required").invoke("What time is it?")
+    assert [(call["name"], call["args"]) for call in reply.tool_calls] == [("get_current_time", {})]  # type: ignore[attr-defined]

@@ -28,6 +28,21 @@ class ServedModel(Protocol):
         """Drain and release resources."""
 
 
+@runtime_checkable
+class ReportsCapabilities(Protocol):
+    """A model that knows, once loaded, more than its config says it serves (e.g. `tools`)."""
+
+    @property
+    def capabilities(self) -> tuple[Capability, ...]: ...
+
+
+def capabilities_of(model: ServedModel) -> tuple[Capability, ...]:
+    """What a model serves: its own view where it has one, else its config's."""
+    if isinstance(model, ReportsCapabilities):
+        return model.capabilities
+    return model.spec.resolved_capabilities()
+
+
 def build_model(spec: ModelSpec) -> ServedModel:
     """Pick the engine for a model's kind. Imports are lazy so unused engines cost nothing."""
     if spec.kind == "remote":
@@ -95,11 +110,11 @@ class ModelRegistry:
                 f"The model `{name}` does not exist. Served models: {', '.join(self.served_names)}.",
                 param="model",
             )
-        if capability not in model.spec.resolved_capabilities():
+        capabilities = capabilities_of(model)
+        if capability not in capabilities:
             raise ApiError(
                 ErrorKind.UNSUPPORTED_TASK,
-                f"The model `{name}` does not support {capability}; it supports "
-                f"{', '.join(model.spec.resolved_capabilities())}.",
+                f"The model `{name}` does not support {capability}; it supports {', '.join(capabilities)}.",
                 param="model",
             )
         if not self.ready:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -75,6 +76,41 @@ def ingress_config(config: ServerConfig, http_url: str, internal_key: str) -> Se
             )
         )
     return config.model_copy(update={"models": models})
+
+
+def with_served_capabilities(front: ServerConfig, local_names: set[str]) -> ServerConfig:
+    """The ingress config with each local model's capabilities as its own server lists them (a
+    generation model adds `tools` once its chat template is read); the config's where that server
+    cannot be asked or the config lists them."""
+    models = []
+    for spec in front.models:
+        upstream = spec.upstreams[0] if spec.upstreams else None
+        if spec.name not in local_names or upstream is None:
+            models.append(spec)
+            continue
+        key = upstream.key()
+        try:
+            response = httpx.get(
+                f"{upstream.url}/v1/models",
+                headers={"Authorization": f"Bearer {key}"} if key else {},
+                timeout=INGRESS_HEALTH.connect_timeout_s,
+            )
+            cards = {card["id"]: card for card in response.json()["data"]}
+            listed = cards[upstream.model or spec.name]["capabilities"]
+            models.append(spec.model_copy(update={"capabilities": listed}))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.warning("kept the configured capabilities of %s: %s", spec.name, exc)
+            models.append(spec)
+    return front.model_copy(update={"models": models})
+
+
+def _ingress_builder(front: ServerConfig, local_names: set[str]) -> Callable[[], ASGIApp]:
+    """Builds the ingress in its replica, which starts after the model applications have loaded."""
+
+    def build() -> ASGIApp:
+        return create_app(with_served_capabilities(front, local_names))
+
+    return build
 
 
 class ModelReplicaApp:
@@ -137,7 +173,9 @@ def build_applications(
         deployment = serve.deployment(name=app_name_of(spec), **options)(serve.ingress(builder)())
         applications.append((app_name_of(spec), route_of(spec), deployment.bind()))
     front = ingress_config(config, http_url, internal_key)
-    ingress = serve.deployment(name="ingress", **INGRESS_OPTIONS)(serve.ingress(lambda: create_app(front))())
+    local_names = {spec.name for spec in config.models if spec.kind != "remote" and spec.capabilities is None}
+    builder = _ingress_builder(front, local_names)
+    ingress = serve.deployment(name="ingress", **INGRESS_OPTIONS)(serve.ingress(builder)())
     applications.append(("ingress", "/", ingress.bind()))
     return applications
 

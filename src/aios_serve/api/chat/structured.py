@@ -68,7 +68,9 @@ def _grammar_source(
             for tool in tools
             if wanted is None or tool.function.name == wanted
         ]
-        return tool_call_grammar(functions, wrapped=wrapped)
+        # `required` allows several calls unless parallel_tool_calls is false; a named choice, one.
+        parallel = wanted is None and request.parallel_tool_calls is not False
+        return tool_call_grammar(functions, wrapped=wrapped, parallel=parallel)
     response_format = request.response_format
     if not response_format:
         return None
@@ -79,11 +81,10 @@ def _grammar_source(
         return json_object_grammar()
     if kind == "json_schema":
         spec = response_format.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
             message = "response_format json_schema needs a `json_schema.schema` object."
             raise invalid(message, "response_format")
-        return json_schema_grammar(schema)
+        return json_schema_grammar(spec["schema"], closed=spec.get("strict") is True)
     raise invalid(
         f"response_format type `{kind}` is not supported; use text, json_object or json_schema.",
         "response_format",

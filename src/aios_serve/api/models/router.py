@@ -12,6 +12,7 @@ from aios_serve.api.common.dependencies import registry_of
 from aios_serve.api.common.protocol import unix_now
 from aios_serve.api.common.responses import json_response
 from aios_serve.api.models.protocol import HealthStatus, ModelCard, ModelList, VersionInfo
+from aios_serve.registry import capabilities_of
 
 router = APIRouter(tags=["models"])
 
@@ -24,6 +25,7 @@ async def list_models(raw: Request) -> ModelList:
     for model in registry.models:
         spec = model.spec
         max_len = model.max_model_len if registry.ready else spec.max_model_len
+        capabilities = list(capabilities_of(model))  # a generation model adds `tools` once loaded
         for name in spec.served_names:
             cards.append(
                 ModelCard(
@@ -32,7 +34,7 @@ async def list_models(raw: Request) -> ModelList:
                     root=spec.name,
                     parent=None if name == spec.name else spec.name,
                     max_model_len=max_len,
-                    capabilities=list(spec.resolved_capabilities()),
+                    capabilities=capabilities,
                 )
             )
     return ModelList(data=cards)

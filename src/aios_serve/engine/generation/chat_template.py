@@ -48,6 +48,18 @@ def _compile(source: str) -> jinja2.Template:
     return env.from_string(source)
 
 
+_PROBE_NAME = "aios_probe_current_time"
+_PROBE_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": _PROBE_NAME,
+        "description": "Get the current time.",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
+"""A tool whose name can only be in a rendered prompt if the template wrote the tools there."""
+
+
 class ChatTemplate:
     """A compiled chat template with the model's special-token strings."""
 
@@ -82,6 +94,15 @@ class ChatTemplate:
             raise ChatTemplateError(f"chat template error: {exc}") from exc
         except (TypeError, KeyError, AttributeError, IndexError) as exc:
             raise ChatTemplateError(f"the chat template cannot render these messages: {exc}") from exc
+
+    def renders_tools(self) -> bool:
+        """Whether the template writes a request's tools into the prompt (tried with one tool)."""
+        messages = [{"role": "user", "content": "What time is it?"}]
+        try:
+            prompt = self.render(messages, tools=[_PROBE_TOOL])
+        except ChatTemplateError:
+            return False
+        return _PROBE_NAME in prompt
 
 
 FALLBACK_TEMPLATE = (

@@ -79,6 +79,20 @@
     for (const select of document.querySelectorAll("select[data-capability]")) {
       fillModelSelect(select, select.dataset.capability);
     }
+    showCapabilities();
+  }
+
+  // The chosen chat model's capabilities as badges; `tools` marks a model that can call tools.
+  function showCapabilities() {
+    const card = state.models.find((model) => model.id === $("chat-model").value);
+    const badges = ((card && card.capabilities) || []).map((capability) => {
+      const badge = document.createElement("span");
+      badge.className = `badge capability-${capability}`;
+      badge.textContent = capability;
+      if (capability === "tools") badge.title = "Its chat template renders tools: it can call functions";
+      return badge;
+    });
+    $("chat-capabilities").replaceChildren(...badges);
   }
 
   function fillModelSelect(select, capability) {
@@ -251,6 +265,7 @@
   }
 
   function setupChat() {
+    $("chat-model").addEventListener("change", showCapabilities);
     const temperature = $("chat-temperature");
     temperature.addEventListener("input", () => {
       $("chat-temperature-value").textContent = parseFloat(temperature.value).toFixed(2);

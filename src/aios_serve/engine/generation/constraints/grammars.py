@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aios_serve.engine.generation.constraints.schemas import EMPTY_OBJECT, closed_schema
+
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 
@@ -39,8 +41,9 @@ def _json_rule(schema: Mapping[str, Any]) -> str:
 
 
 def function_call_schema(name: str, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The object a call to one function is: its name and arguments matching its parameters."""
-    arguments = dict(parameters) if parameters else _ANY_OBJECT
+    """The object a call to one function is: its name and arguments matching its parameters,
+    closed (no property they do not declare; `{}` for a function with none)."""
+    arguments = closed_schema(parameters) if parameters else EMPTY_OBJECT
     return {
         "type": "object",
         "properties": {"name": {"const": name}, "arguments": arguments},
@@ -53,27 +56,35 @@ def tool_call_grammar(
     functions: Sequence[tuple[str, Mapping[str, Any] | None]],
     *,
     wrapped: bool = True,
+    parallel: bool = False,
 ) -> str:
-    """One call to one of `functions` ((name, parameters schema) pairs).
+    """One call to one of `functions` ((name, parameters schema) pairs), or with `parallel` one
+    or more calls.
 
-    `wrapped` puts the JSON inside Qwen/Hermes' `<tool_call>\\n...\\n</tool_call>` tags, as the
-    model's chat template teaches it; otherwise the call is bare JSON.
+    `wrapped` puts each call's JSON inside Qwen/Hermes' `<tool_call>\\n...\\n</tool_call>` tags
+    (several blocks one per line, as the model's chat template writes them); otherwise the call is
+    bare JSON, and several calls a JSON list of them.
     """
     if not functions:
         raise GrammarError("no functions to call")
     options = [function_call_schema(name, params) for name, params in functions]
     schema: dict[str, Any] = options[0] if len(options) == 1 else {"anyOf": options}
-    body = "call"
     if wrapped:
-        body = f"{_lark_string(TOOL_CALL_OPEN + chr(10))} call {_lark_string(chr(10) + TOOL_CALL_CLOSE)}"
-    return f"start: {body}\ncall: {_json_rule(schema)}\n"
+        block = f"{_lark_string(TOOL_CALL_OPEN + chr(10))} call {_lark_string(chr(10) + TOOL_CALL_CLOSE)}"
+        start = f"block ({_lark_string(chr(10))} block)*" if parallel else "block"
+        rules = f"start: {start}\nblock: {block}\n"
+    else:
+        start = 'call | "[" call (", " call)* "]"' if parallel else "call"
+        rules = f"start: {start}\n"
+    return f"{rules}call: {_json_rule(schema)}\n"
 
 
-def json_schema_grammar(schema: Mapping[str, Any]) -> str:
-    """Output that is one JSON value valid against `schema`."""
+def json_schema_grammar(schema: Mapping[str, Any], *, closed: bool = False) -> str:
+    """Output that is one JSON value valid against `schema`; `closed` (for `strict` schemas)
+    forbids the properties an object does not declare unless it sets `additionalProperties`."""
     if not isinstance(schema, Mapping):
         raise GrammarError("the JSON schema must be an object")
-    return f"start: value\nvalue: {_json_rule(schema)}\n"
+    return f"start: value\nvalue: {_json_rule(closed_schema(schema) if closed else schema)}\n"
 
 
 def json_object_grammar() -> str:
