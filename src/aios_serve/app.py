@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from aios_serve import __version__
+from aios_serve.banner import log_banner
 from aios_serve.config import ServerConfig
 from aios_serve.errors import ApiError, ErrorKind, error_response, install_error_handlers
 from aios_serve.lifecycle import install_guards
@@ -56,15 +57,21 @@ def _stop_when_loading_failed(loading: asyncio.Task[None]) -> None:
         signal.raise_signal(signal.SIGTERM)
 
 
-def create_app(config: ServerConfig) -> FastAPI:
-    """Build the app; models load in the background and /health turns 200 when done."""
+def create_app(config: ServerConfig, public_url: str | None = None) -> FastAPI:
+    """Build the app; models load in the background and /health turns 200 when done, when the
+    start-up banner lists them (with the playground, docs and metrics under `public_url`)."""
     registry = ModelRegistry(config)
+
+    def announce_when_loaded(loading: asyncio.Task[None]) -> None:
+        if not loading.cancelled() and loading.exception() is None:
+            log_banner(registry, public_url)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         observability.start()
         loading = asyncio.create_task(registry.start())
         loading.add_done_callback(_stop_when_loading_failed)
+        loading.add_done_callback(announce_when_loaded)
         try:
             yield
         finally:

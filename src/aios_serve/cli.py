@@ -10,8 +10,10 @@ from pathlib import Path
 
 from aios_serve import __version__
 from aios_serve.app import create_app
+from aios_serve.banner import public_url
 from aios_serve.config import ServerConfig, load_config
 from aios_serve.lifecycle import serve
+from aios_serve.models.from_flags import ENGINES, ModelFlags, specs_from_flags
 from aios_serve.observability.request_ids import LOG_FORMAT, install_request_id_logging
 from aios_serve.security import KeyRing, parse_api_keys
 from aios_serve.usage.cli import add_usage_parser, run_usage
@@ -19,7 +21,7 @@ from aios_serve.usage.cli import add_usage_parser, run_usage
 API_KEYS_ENV = "AIOS_API_KEYS"
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aios-serve", description="Serve the AIOS API.")
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -29,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config", type=Path, default=None, help="YAML model config (default: bundled models)"
     )
+    _add_model_flags(serve)
     serve.add_argument("--log-level", default="info")
     serve.add_argument(
         "--api-key",
@@ -46,6 +49,79 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_model_flags(serve: argparse.ArgumentParser) -> None:
+    """`serve --model PATH`: serve local models without a config file."""
+    serve.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="serve this .gguf file or Hugging Face folder (repeatable); not with --config",
+    )
+    serve.add_argument(
+        "--served-model-name",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="the name (then aliases) of the --model of the same rank; default: file or folder name",
+    )
+    serve.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        choices=["embedding", "cross-encoder", "generate"],
+        help="the model's kind (default: read from its files); once for all, or once per --model",
+    )
+    serve.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        choices=ENGINES,
+        help="the engine that runs it (default auto); once for all, or once per --model",
+    )
+    serve.add_argument(
+        "--max-model-len",
+        action="append",
+        default=[],
+        type=int,
+        metavar="TOKENS",
+        help="longest prompt plus output; once for all, or once per --model",
+    )
+    serve.add_argument(
+        "--data-dir", default=None, help="folder for the usage store (default: config data_dir, ./data)"
+    )
+
+
+def serve_config(args: argparse.Namespace) -> ServerConfig:
+    """The config file's, the bundled defaults, or one built from `--model` flags."""
+    model_only = ("served_model_name", "kind", "engine", "max_model_len")
+    if not args.model:
+        given = [f"--{flag.replace('_', '-')}" for flag in model_only if getattr(args, flag)]
+        if given:
+            raise SystemExit(f"aios-serve: {', '.join(given)} needs --model")
+        config = load_config(args.config)
+    elif args.config is not None:
+        raise SystemExit(
+            "aios-serve: give either --config or --model, not both (list the model in the config file)"
+        )
+    else:
+        flags = ModelFlags(
+            paths=args.model,
+            names=args.served_model_name,
+            kinds=args.kind,
+            engines=args.engine,
+            max_model_lens=args.max_model_len,
+        )
+        try:
+            config = ServerConfig(models=specs_from_flags(flags))
+        except ValueError as exc:
+            raise SystemExit(f"aios-serve: {exc}") from None
+    if args.data_dir is not None:
+        config = config.model_copy(update={"data_dir": args.data_dir})
+    return config
+
+
 def _with_api_keys(config: ServerConfig, from_args: list[str]) -> ServerConfig:
     """Add keys from the environment and the command line to those in the config."""
     entries = [os.environ.get(API_KEYS_ENV, ""), *from_args]
@@ -58,19 +134,19 @@ def _with_api_keys(config: ServerConfig, from_args: list[str]) -> ServerConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "usage":
         return run_usage(args)
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     install_request_id_logging()
     if args.command == "serve":
-        config = _with_api_keys(load_config(args.config), args.api_key)
+        config = _with_api_keys(serve_config(args), args.api_key)
         if args.ray:
             from aios_serve.deploy.ray_serve import serve_with_ray
 
             serve_with_ray(config, args.host, args.port)
             return 0
-        app = create_app(config)
+        app = create_app(config, public_url=public_url(args.host, args.port))
         try:
             serve(app, args.host, args.port, args.log_level, config.drain_timeout_s)
         finally:

@@ -84,6 +84,11 @@ class EncoderModel:
     def max_model_len(self) -> int:
         return self.backend.max_model_len
 
+    @property
+    def backend_name(self) -> str:
+        """`transformers` (torch) or `onnx`."""
+        return "onnx" if self.options.backend == "onnx" else "transformers"
+
     def _folder(self) -> Path:
         if self.spec.bundled is not None:
             return resolve_bundled(self.spec.bundled)

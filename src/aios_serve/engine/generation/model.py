@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from aios_serve.config import ModelSpec
+from aios_serve.config import Capability, ModelSpec
 from aios_serve.engine.generation.backend import GenerationBackend
 from aios_serve.engine.generation.chat_template import FALLBACK_TEMPLATE, ChatTemplate
 from aios_serve.engine.generation.engine import GenerationEngine
@@ -35,6 +35,8 @@ class GenerationModel:
         self._backend: GenerationBackend | None = None
         self._engine: GenerationEngine | None = None
         self._template: ChatTemplate | None = None
+        self._renders_tools = False
+        self._backend_name = "auto"
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -55,7 +57,9 @@ class GenerationModel:
         if n_ctx is None and not options.kv_unified:
             n_ctx = DEFAULT_CONTEXT
         threads = options.n_threads or os.cpu_count() or 1
-        if self._backend_kind(path) == "transformers":
+        backend_kind = self._backend_kind(path)
+        self._backend_name = "llama.cpp" if backend_kind == "llama_cpp" else backend_kind
+        if backend_kind == "transformers":
             from aios_serve.backends.hf_causal import HfCausalModel
 
             hf = HfCausalModel(
@@ -87,6 +91,7 @@ class GenerationModel:
         self._backend = backend
         source = self.options.chat_template or backend.chat_template or FALLBACK_TEMPLATE
         self._template = ChatTemplate(source, backend.bos_token, backend.eos_token)
+        self._renders_tools = self._template.renders_tools()
         self._engine = GenerationEngine(backend, kv_cells, self.spec.name)
         self._engine.start()
         log.info(
@@ -123,6 +128,20 @@ class GenerationModel:
     @property
     def max_model_len(self) -> int:
         return self.backend.context_length
+
+    @property
+    def capabilities(self) -> tuple[Capability, ...]:
+        """The config's capabilities; unless the config lists them, `tools` is added once the
+        model has loaded and its chat template renders tools."""
+        listed = self.spec.resolved_capabilities()
+        if self.spec.capabilities is None and self._renders_tools and "chat" in listed:
+            return (*listed, "tools")
+        return listed
+
+    @property
+    def backend_name(self) -> str:
+        """`llama.cpp` or `transformers` once loaded (`auto` before)."""
+        return self._backend_name
 
     @property
     def max_sequences(self) -> int:
