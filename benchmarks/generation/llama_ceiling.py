@@ -4,7 +4,9 @@ For each bundled GGUF, through the backend the engine uses (`LlamaCppModel`): mi
 decode step with 1, 4, 8 and 16 sequences (one token each, per-sequence caches, ids in order),
 and the throughput of one 512-token pass that keeps the logits of every token, as decoding
 must. `@8 / @1` is the most any scheduler can make of 8 streams over one; the 512-token pass
-bounds what any batch size could. Not a test: it prints a table.
+bounds what any batch size could. Last, 16 prompts of 24 tokens each (16 streams arriving
+together): milliseconds to write them one pass each, and in one pass (the engine's merged prefill
+of equal-length chunks). Not a test: it prints a table.
 """
 
 from __future__ import annotations
@@ -54,6 +56,23 @@ def prefill_tps(model: LlamaCppModel, tokens: list[int], repeats: int) -> float:
     return statistics.median(rates)
 
 
+def prompts_ms(model: LlamaCppModel, prompts: list[list[int]], merged: bool, repeats: int) -> float:
+    """Median milliseconds to prefill every prompt (logits of each last token), merged or not."""
+    times = []
+    for _ in range(repeats):
+        for seq_id in range(len(prompts)):
+            model.remove_sequence(seq_id)
+        items = [BatchItem(p, 0, [seq_id], want_logits=True) for seq_id, p in enumerate(prompts)]
+        start = time.perf_counter()
+        if merged:
+            model.decode(items)
+        else:
+            for item in items:
+                model.decode([item])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -62,9 +81,9 @@ def main() -> None:
     args = parser.parse_args()
     print(
         "| model | ms/step @1 | @4 | @8 | @16 | tok/s @1 | @8 | @16 | @8 / @1 "
-        "| 512 tokens with logits, tok/s | that / @1 |"
+        "| 512 tokens with logits, tok/s | that / @1 | 16x24-token prompts, ms: one pass each | merged |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for bundled in args.models:
         model = LlamaCppModel(
             Path(resolve_bundled(bundled)),
@@ -80,11 +99,15 @@ def main() -> None:
         ms = {n: step_ms(model, prompt, n, args.steps) for n in BATCHES}
         long_prompt = model.tokenize(" ".join(["river stone cloud garden"] * 200), False)[:512]
         prefill = prefill_tps(model, long_prompt, 3)
+        prompts = [
+            model.tokenize(" ".join(["river stone cloud garden"] * 20), False)[i : i + 24] for i in range(16)
+        ]
+        apart, merged = (prompts_ms(model, prompts, merge, 3) for merge in (False, True))
         single = 1000 / ms[1]
         print(
             f"| {MODELS[bundled]} | {ms[1]:.1f} | {ms[4]:.1f} | {ms[8]:.1f} | {ms[16]:.1f} | {single:.0f} "
             f"| {8000 / ms[8]:.0f} | {16000 / ms[16]:.0f} | {8 * ms[1] / ms[8]:.2f}x | {prefill:.0f} "
-            f"| {prefill / single:.2f}x |"
+            f"| {prefill / single:.2f}x | {apart:.0f} | {merged:.0f} |"
         )
         model.close()
     print(f"\nthreads={args.threads}; load average at end: {os.getloadavg()[0]:.2f}")
