@@ -124,10 +124,10 @@ def test_client_disconnect_stops_the_sequence(base_url: str) -> None:
 
 def _prompt_passes(base_url: str) -> float:
     metrics = httpx.get(f"{base_url}/metrics", timeout=10).text
+    wanted = ("aios_serve_engine_forward_passes_total{", f'model_name="{SMOL}"', 'phase="prompt"')
     for line in metrics.splitlines():
-        if line.startswith("aios_serve_engine_forward_passes_total{") and f'model_name="{SMOL}"' in line:
-            if 'phase="prompt"' in line:
-                return float(line.rsplit(" ", 1)[1])
+        if line.startswith(wanted[0]) and all(part in line for part in wanted[1:]):
+            return float(line.rsplit(" ", 1)[1])
     raise AssertionError("no prompt-pass counter for the model in /metrics")
 
 
