@@ -13,7 +13,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import openai
 
@@ -70,3 +72,14 @@ def tools_server() -> str:
 
 def client() -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{tools_server()}/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def chat_for_seeds(api: openai.OpenAI, seeds: int, **request: Any) -> list[Any]:
+    """One Qwen chat request per seed 0..seeds-1 at temperature 1, sent together so the engine
+    batches them; the responses in seed order."""
+
+    def ask(seed: int) -> Any:
+        return api.chat.completions.create(model=QWEN, seed=seed, temperature=1.0, **request)
+
+    with ThreadPoolExecutor(seeds) as pool:
+        return list(pool.map(ask, range(seeds)))

@@ -5,7 +5,6 @@ are 400s."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -13,7 +12,7 @@ import jsonschema
 import openai
 import pytest
 
-from tests._tools_server import QWEN, client, tools_server
+from tests._tools_server import QWEN, chat_for_seeds, client, tools_server
 
 CITY: dict[str, Any] = {
     "type": "object",
@@ -39,25 +38,11 @@ def test_json_schema_output_validates_for_20_seeds(api: openai.OpenAI) -> None:
         "type": "json_schema",
         "json_schema": {"name": "city", "schema": CITY, "strict": True},
     }
-
-    def ask(seed: int) -> str:
-        """One request per seed, at temperature 1; the 20 are sent together and batched."""
-        response = api.chat.completions.create(
-            model=QWEN,
-            messages=ASK,
-            response_format=response_format,
-            seed=seed,
-            temperature=1.0,
-            max_tokens=70,
-        )
+    responses = chat_for_seeds(api, 20, messages=ASK, response_format=response_format, max_tokens=70)
+    assert len(responses) == 20
+    for response in responses:
         assert response.choices[0].finish_reason == "stop"
-        return response.choices[0].message.content or ""
-
-    with ThreadPoolExecutor(20) as pool:
-        outputs = list(pool.map(ask, range(20)))
-    assert len(outputs) == 20
-    for output in outputs:
-        jsonschema.validate(json.loads(output), CITY)
+        jsonschema.validate(json.loads(response.choices[0].message.content or ""), CITY)
 
 
 def test_json_object_output_is_an_object(api: openai.OpenAI) -> None:
@@ -120,23 +105,10 @@ def test_strict_json_schema_output_has_no_undeclared_keys(api: openai.OpenAI) ->
             "location with its country, region, latitude and longitude.",
         }
     ]
-
-    def ask(seed: int) -> str:
-        response = api.chat.completions.create(
-            model=QWEN,
-            messages=ask_more,
-            response_format=response_format,
-            seed=seed,
-            temperature=1.0,
-            max_tokens=120,
-        )
+    responses = chat_for_seeds(api, 10, messages=ask_more, response_format=response_format, max_tokens=120)
+    for response in responses:
         assert response.choices[0].finish_reason == "stop"
-        return response.choices[0].message.content or ""
-
-    with ThreadPoolExecutor(10) as pool:
-        outputs = list(pool.map(ask, range(10)))
-    for output in outputs:
-        jsonschema.validate(json.loads(output), _closed(OPEN_CITY))
+        jsonschema.validate(json.loads(response.choices[0].message.content or ""), _closed(OPEN_CITY))
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ named, none and auto choices, a whole tool loop, streamed calls, 400s, and LangC
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -12,7 +11,7 @@ import jsonschema
 import openai
 import pytest
 
-from tests._tools_server import QWEN, client, tools_server
+from tests._tools_server import QWEN, chat_for_seeds, client, tools_server
 
 WEATHER_PARAMS: dict[str, Any] = {
     "type": "object",
@@ -54,21 +53,16 @@ def api() -> openai.OpenAI:
 def test_required_calls_the_tool_with_valid_arguments_for_20_seeds(api: openai.OpenAI) -> None:
     """20 requests at temperature 1, seeds 0..19, sent together so the engine batches them; one
     call each (left free, some seeds ask for the weather in both units)."""
-
-    def ask(seed: int) -> Any:
-        return api.chat.completions.create(
-            model=QWEN,
-            messages=PARIS,
-            tools=[WEATHER],
-            tool_choice="required",
-            parallel_tool_calls=False,
-            seed=seed,
-            temperature=1.0,
-            max_tokens=60,
-        )
-
-    with ThreadPoolExecutor(20) as pool:
-        choices = [response.choices[0] for response in pool.map(ask, range(20))]
+    responses = chat_for_seeds(
+        api,
+        20,
+        messages=PARIS,
+        tools=[WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=60,
+    )
+    choices = [response.choices[0] for response in responses]
     assert len(choices) == 20
     for choice in choices:
         assert choice.finish_reason == "tool_calls"
@@ -202,23 +196,29 @@ def test_bad_tool_requests_are_400(body: dict[str, Any], param: str) -> None:
     assert response.json()["error"]["param"] == param
 
 
-def test_langchain_bind_tools() -> None:
-    from langchain_core.tools import tool
+def langchain_chat(max_completion_tokens: int) -> Any:
+    """LangChain's OpenAI chat model on the shared Qwen server, greedy."""
     from langchain_openai import ChatOpenAI
     from pydantic import SecretStr
+
+    return ChatOpenAI(
+        model=QWEN,
+        base_url=f"{tools_server()}/v1",
+        api_key=SecretStr("unused"),
+        temperature=0,
+        max_completion_tokens=max_completion_tokens,
+    )
+
+
+def test_langchain_bind_tools() -> None:
+    from langchain_core.tools import tool
 
     @tool
     def get_weather(city: str) -> str:
         """Get the current weather in a city."""
         return f"Sunny in {city}"
 
-    llm = ChatOpenAI(
-        model=QWEN,
-        base_url=f"{tools_server()}/v1",
-        api_key=SecretStr("unused"),
-        temperature=0,
-        max_completion_tokens=60,
-    )
+    llm = langchain_chat(max_completion_tokens=60)
     reply = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("What's the weather in Paris?")
     assert reply.tool_calls and reply.tool_calls[0]["name"] == "get_weather"  # type: ignore[attr-defined]
     assert "paris" in reply.tool_calls[0]["args"]["city"].lower()  # type: ignore[attr-defined]
@@ -234,20 +234,14 @@ def test_a_tool_without_parameters_is_called_with_empty_arguments(
     tool: Any = {"type": "function", "function": {**function, "parameters": parameters}}
     if parameters is None:
         del tool["function"]["parameters"]
-
-    def ask(seed: int) -> Any:
-        return api.chat.completions.create(
-            model=QWEN,
-            messages=[{"role": "user", "content": "What time is it?"}],
-            tools=[tool],
-            tool_choice="required",
-            seed=seed,
-            temperature=1.0,
-            max_tokens=40,
-        )
-
-    with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(ask, range(8)))
+    responses = chat_for_seeds(
+        api,
+        8,
+        messages=[{"role": "user", "content": "What time is it?"}],
+        tools=[tool],
+        tool_choice="required",
+        max_tokens=40,
+    )
     for response in responses:
         calls = response.choices[0].message.tool_calls or []
         assert calls and {(c.function.name, c.function.arguments) for c in calls} == {
@@ -266,20 +260,9 @@ def test_tool_arguments_have_no_undeclared_property(api: openai.OpenAI) -> None:
         }
     ]
     closed = {**TIME["function"]["parameters"], "additionalProperties": False}
-
-    def ask(seed: int) -> Any:
-        return api.chat.completions.create(
-            model=QWEN,
-            messages=ask_more,
-            tools=[TIME],
-            tool_choice="required",
-            seed=seed,
-            temperature=1.0,
-            max_tokens=80,
-        )
-
-    with ThreadPoolExecutor(10) as pool:
-        responses = list(pool.map(ask, range(10)))
+    responses = chat_for_seeds(
+        api, 10, messages=ask_more, tools=[TIME], tool_choice="required", max_tokens=80
+    )
     for response in responses:
         for call in response.choices[0].message.tool_calls or []:
             jsonschema.validate(json.loads(call.function.arguments), closed)
@@ -334,20 +317,12 @@ def test_required_without_parallel_calls_makes_exactly_one(api: openai.OpenAI) -
 
 def test_langchain_tool_without_arguments() -> None:
     from langchain_core.tools import tool
-    from langchain_openai import ChatOpenAI
-    from pydantic import SecretStr
 
     @tool
     def get_current_time() -> str:
         """Get the current time."""
         return "12:00"
 
-    llm = ChatOpenAI(
-        model=QWEN,
-        base_url=f"{tools_server()}/v1",
-        api_key=SecretStr("unused"),
-        temperature=0,
-        max_completion_tokens=40,
-    )
+    llm = langchain_chat(max_completion_tokens=40)
     reply = llm.bind_tools([get_current_time], tool_choice="required").invoke("What time is it?")
     assert [(call["name"], call["args"]) for call in reply.tool_calls] == [("get_current_time", {})]  # type: ignore[attr-defined]
