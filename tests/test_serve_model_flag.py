@@ -171,6 +171,17 @@ def test_model_and_config_together_exit_1(tmp_path: Path, smol_gguf: Path) -> No
     assert "either --config or --model" in result.stderr
 
 
+def test_a_config_that_is_missing_or_invalid_exits_1_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-config.yaml"
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text("models:\n  - name: x\n    kind: nope\n")
+    for config, why in ((missing, "No such file"), (invalid, "models.0.kind")):
+        result = _run_cli("--config", str(config))
+        assert result.returncode == 1
+        assert f"config {config}" in result.stderr and why in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_no_model_flags_serve_the_bundled_defaults() -> None:
     config = cli.serve_config(cli.build_parser().parse_args(["serve"]))
     assert [spec.name for spec in config.models][:2] == [MINILM, "smollm2-135m-instruct"]

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from aios_serve import __version__
 from aios_serve.app import create_app
 from aios_serve.banner import public_url
@@ -100,7 +102,10 @@ def serve_config(args: argparse.Namespace) -> ServerConfig:
         given = [f"--{flag.replace('_', '-')}" for flag in model_only if getattr(args, flag)]
         if given:
             raise SystemExit(f"aios-serve: {', '.join(given)} needs --model")
-        config = load_config(args.config)
+        try:
+            config = load_config(args.config)
+        except (OSError, yaml.YAMLError, ValueError) as exc:  # ValueError: pydantic's validation
+            raise SystemExit(f"aios-serve: config {args.config}: {exc}") from None
     elif args.config is not None:
         raise SystemExit(
             "aios-serve: give either --config or --model, not both (list the model in the config file)"
