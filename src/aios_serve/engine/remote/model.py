@@ -152,10 +152,9 @@ class RemoteModel:
                 },
             )
             try:
-                response = await self._client.send(request, stream=True)
+                response = await self._send_once(upstream, request)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # Nothing was sent: safe to try once more, elsewhere.
-                self.pool.release(upstream)
                 self.pool.eject(upstream, f"connect failed: {type(exc).__name__}")
                 tried += (upstream,)
                 if len(tried) > 1 or len(tried) == len(self.pool.upstreams):
@@ -164,15 +163,21 @@ class RemoteModel:
                         f"Could not connect to an upstream server for `{self.spec.name}`.",
                     ) from exc
             except httpx.TimeoutException as exc:
-                self.pool.release(upstream)
                 raise self._timeout(exc) from exc
             except httpx.HTTPError as exc:
-                self.pool.release(upstream)
                 raise self._broken(upstream, exc) from exc
-            except BaseException:  # cancelled: the client left before the upstream answered
-                self.pool.release(upstream)
-                raise
-            return Exchange(self.pool, upstream, response)
+            else:
+                return Exchange(self.pool, upstream, response)
+
+    async def _send_once(self, upstream: Upstream, request: httpx.Request) -> httpx.Response:
+        """Send to one upstream; however that ends without a response (an error, or the client
+        leaving before the upstream answered), the upstream is released."""
+        assert self._client is not None
+        try:
+            return await self._client.send(request, stream=True)
+        except BaseException:
+            self.pool.release(upstream)
+            raise
 
     def _timeout(self, exc: httpx.TimeoutException) -> ApiError:
         return ApiError(
