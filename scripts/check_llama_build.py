@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llama_cpp_isa import cpu_flags  # this script's folder is on sys.path when run as a script
+
 AMX_MNEMONIC = re.compile(
     r"^\s*[0-9a-f]+:\s+(ldtilecfg|sttilecfg|tilerelease|tilezero|tileloaddt?1?|tilestored|tdp\w+|tcmm\w+)\b"
 )
@@ -55,18 +57,13 @@ def find_amx_and_avx512(library: Path) -> tuple[list[str], int]:
     return amx, zmm
 
 
-def cpu_has_avx512() -> bool:
-    text = Path("/proc/cpuinfo").read_text()
-    return re.search(r"^flags\s*:.*\bavx512f\b", text, re.MULTILINE) is not None
-
-
 def check_libraries(lib_dir: Path) -> list[str]:
     """Problems found in every shared library under lib_dir."""
     libraries = sorted(lib_dir.glob("*.so*"))
     if not libraries:
         return [f"no shared library in {lib_dir}"]
     problems: list[str] = []
-    avx512_ok = cpu_has_avx512()
+    avx512_ok = "avx512f" in cpu_flags()
     for library in libraries:
         amx, zmm = find_amx_and_avx512(library)
         if amx:
