@@ -88,7 +88,7 @@ def end_token_ids(gguf: Path) -> list[int]:
     """End-of-generation token ids, read with llama.cpp's vocabulary (to suppress them)."""
     import llama_cpp.llama_cpp as llama
 
-    from aios_serve.backends.llama_cpp.model import init_backend
+    from aios_serve.backends.llama_cpp import init_backend
 
     init_backend()
     params = llama.llama_model_default_params()

@@ -29,6 +29,7 @@ from aios_serve.api.completions.generate import (
     ChoiceResult,
     as_generator,
     check_model_limits,
+    check_on_engine,
     check_request_fields,
     check_request_limits,
     check_request_tokens,
@@ -46,8 +47,8 @@ from aios_serve.api.completions.generate import (
 from aios_serve.api.completions.protocol import usage_chunks
 from aios_serve.engine.generation import GenerationModel, SamplingParams
 from aios_serve.engine.generation.chat_template import ChatTemplateError
+from aios_serve.engine.generation.interface import UpdateStream
 from aios_serve.engine.generation.sampling import TokenLogprobs
-from aios_serve.engine.generation.sequence import UpdateStream
 from aios_serve.errors import invalid
 from aios_serve.registry import ServedModel
 
@@ -171,9 +172,11 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         params = sampling_params(request, max_tokens, logprobs, request.prompt_logprobs)
         check_request_tokens(len(prompt_ids), params, request.n or 1, self.registry.config.limits)
-        plan = await plan_output(request, generator, text, generator.options.reasoning_parser is not None)
-        if plan.grammar is not None:
-            params = replace(params, grammar=plan.grammar)
+        plan = plan_output(request, text, generator.options.reasoning_parser is not None)
+        if plan.constraint is not None:
+            params = replace(params, constraint=plan.constraint)
+        constraint_param = "response_format" if plan.tool_names is None else "tools"
+        await check_on_engine(generator, params, request.n or 1, constraint_param)
         return ChatWork(prompt_ids, text, params, plan)
 
     async def run(

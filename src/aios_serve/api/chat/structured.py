@@ -1,25 +1,16 @@
 """Tools, structured outputs and reasoning for chat: what a request asks for (`OutputPlan`),
-the grammar that constrains its sampling, and its output turned into a message or deltas."""
+the constraint on its sampling, and its output turned into a message or deltas."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 from aios_serve.api.chat.protocol import ChatCompletionRequest, NamedToolChoice
 from aios_serve.api.chat.reasoning import ReasoningStreamParser, prompt_opens_thinking, split_reasoning
 from aios_serve.api.chat.tools import ToolCallStreamParser, parse_tool_calls
-from aios_serve.engine.generation.constraints import (
-    CompiledGrammar,
-    GrammarError,
-    json_object_grammar,
-    json_schema_grammar,
-    tool_call_grammar,
-)
 from aios_serve.engine.generation.constraints.grammars import TOOL_CALL_OPEN
-from aios_serve.engine.generation.constraints.vocab_cache import constraint_vocab
-from aios_serve.engine.generation.model import GenerationModel
+from aios_serve.engine.generation.constraints.spec import OutputConstraint
 from aios_serve.errors import invalid
 
 
@@ -44,7 +35,7 @@ class OutputPlan:
     tool_names: frozenset[str] | None = None
     """Parse tool calls to these functions out of the output (None: no tool parsing)."""
     named_function: str | None = None
-    grammar: CompiledGrammar | None = None
+    constraint: OutputConstraint | None = None
     reasoning: bool = False
     """Split `<think>` reasoning out (the model's `reasoning_parser` option)."""
     opens_thinking: bool = False
@@ -57,9 +48,9 @@ class OutputPlan:
         return reason
 
 
-def _grammar_source(
+def _constraint(
     request: ChatCompletionRequest, choice: str | NamedToolChoice, wrapped: bool
-) -> str | None:
+) -> OutputConstraint | None:
     tools = request.tools or []
     if choice == "required" or isinstance(choice, NamedToolChoice):
         wanted = choice.function.name if isinstance(choice, NamedToolChoice) else None
@@ -70,7 +61,7 @@ def _grammar_source(
         ]
         # `required` allows several calls unless parallel_tool_calls is false; a named choice, one.
         parallel = wanted is None and request.parallel_tool_calls is not False
-        return tool_call_grammar(functions, wrapped=wrapped, parallel=parallel)
+        return OutputConstraint("tool_calls", functions=tuple(functions), wrapped=wrapped, parallel=parallel)
     response_format = request.response_format
     if not response_format:
         return None
@@ -78,22 +69,20 @@ def _grammar_source(
     if kind in (None, "text"):
         return None
     if kind == "json_object":
-        return json_object_grammar()
+        return OutputConstraint("json_object")
     if kind == "json_schema":
         spec = response_format.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
             message = "response_format json_schema needs a `json_schema.schema` object."
             raise invalid(message, "response_format")
-        return json_schema_grammar(spec["schema"], closed=spec.get("strict") is True)
+        return OutputConstraint("json_schema", schema=spec["schema"], closed=spec.get("strict") is True)
     raise invalid(
         f"response_format type `{kind}` is not supported; use text, json_object or json_schema.",
         "response_format",
     )
 
 
-async def plan_output(
-    request: ChatCompletionRequest, model: GenerationModel, prompt_text: str, reasoning: bool
-) -> OutputPlan:
+def plan_output(request: ChatCompletionRequest, prompt_text: str, reasoning: bool) -> OutputPlan:
     """What to parse and how to constrain, for this request on this model."""
     choice = tool_choice_of(request)
     plan = OutputPlan(reasoning=reasoning, opens_thinking=reasoning and prompt_opens_thinking(prompt_text))
@@ -102,14 +91,7 @@ async def plan_output(
     if isinstance(choice, NamedToolChoice):
         plan.named_function = choice.function.name
     wrapped = TOOL_CALL_OPEN in prompt_text  # the template taught the model <tool_call> tags
-    source = _grammar_source(request, choice, wrapped)
-    if source is not None:
-        try:
-            vocab = await asyncio.to_thread(constraint_vocab, model)
-            plan.grammar = await asyncio.to_thread(vocab.compile, source)
-        except GrammarError as exc:
-            param = "response_format" if plan.tool_names is None else "tools"
-            raise invalid(str(exc), param) from exc
+    plan.constraint = _constraint(request, choice, wrapped)
     return plan
 
 

@@ -14,8 +14,14 @@ from fastapi import Request
 
 from aios_serve.api.completions.protocol import SamplingFields
 from aios_serve.engine.generation import GenerationModel, SamplingParams
+from aios_serve.engine.generation.constraints import GrammarError
+from aios_serve.engine.generation.interface import (
+    EngineUnavailable,
+    RequestUpdate,
+    UnsupportedParameter,
+    UpdateStream,
+)
 from aios_serve.engine.generation.sampling import TokenLogprobs
-from aios_serve.engine.generation.sequence import RequestUpdate, UpdateStream
 from aios_serve.errors import ApiError, ErrorKind, invalid
 from aios_serve.limits import LimitsConfig, check_count, check_max, check_total_tokens
 from aios_serve.registry import ServedModel
@@ -36,7 +42,7 @@ def check_request_fields(request: SamplingFields) -> None:
 
 def check_model_limits(request: SamplingFields, model: GenerationModel) -> None:
     """Checks that need the loaded model: token ids in logit_bias and the number of choices."""
-    n_vocab = model.backend.n_vocab
+    n_vocab = model.n_vocab
     for key in request.logit_bias or {}:
         if int(key) >= n_vocab:
             raise invalid(f"logit_bias token id {key} is out of vocabulary (0..{n_vocab - 1}).", "logit_bias")
@@ -144,6 +150,19 @@ class ChoiceResult:
     prompt_logprobs: list[TokenLogprobs | None] | None = None
 
 
+async def check_on_engine(
+    model: GenerationModel, params: SamplingParams, n: int, constraint_param: str = "response_format"
+) -> None:
+    """The engine's own checks, as 400s naming the parameter: what it cannot run, and a
+    constraint that does not compile."""
+    try:
+        await model.check(params, n)
+    except UnsupportedParameter as exc:
+        raise invalid(str(exc), exc.param) from exc
+    except GrammarError as exc:
+        raise invalid(str(exc), constraint_param) from exc
+
+
 def start_streams(
     model: GenerationModel, prompts: list[list[int]], params: list[SamplingParams], n: int
 ) -> list[UpdateStream]:
@@ -219,7 +238,9 @@ async def collect(streams: list[UpdateStream], n: int, raw: Request) -> list[Cho
         while True:
             done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
             if done:
-                task.result()
+                error = task.exception()
+                if error is not None:
+                    raise as_api_error(error)
                 return results
             if await raw.is_disconnected():
                 raise ApiError(ErrorKind.INVALID_REQUEST, "Client disconnected.")
@@ -238,10 +259,22 @@ def sse(payload: dict[str, Any]) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
+def as_api_error(exc: BaseException) -> ApiError:
+    """An engine's failure as the API reports it: 503 while the engine is down, else 500."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, EngineUnavailable):
+        return ApiError(
+            ErrorKind.OVERLOADED,
+            f"The model's engine is unavailable: {exc}; retry shortly.",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    return ApiError(ErrorKind.INTERNAL, f"Generation failed: {exc}")
+
+
 def sse_error(exc: BaseException) -> bytes:
     """An error after the stream started: an error chunk (then the caller sends [DONE])."""
-    error = exc if isinstance(exc, ApiError) else ApiError(ErrorKind.INTERNAL, f"Generation failed: {exc}")
-    return sse(error.body())
+    return sse(as_api_error(exc).body())
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from aios_serve.api.completions.generate import (
     ChoiceResult,
     as_generator,
     check_model_limits,
+    check_on_engine,
     check_request_fields,
     check_request_limits,
     check_request_tokens,
@@ -36,8 +37,8 @@ from aios_serve.api.completions.generate import (
 )
 from aios_serve.api.completions.protocol import CompletionRequest, usage_chunks
 from aios_serve.engine.generation import GenerationModel, SamplingParams
+from aios_serve.engine.generation.interface import RequestUpdate, UpdateStream
 from aios_serve.engine.generation.sampling import TokenLogprobs
-from aios_serve.engine.generation.sequence import RequestUpdate, UpdateStream
 from aios_serve.errors import invalid
 from aios_serve.registry import ServedModel
 
@@ -142,7 +143,7 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
             lists = [given] if given and isinstance(given[0], int) else given
             for ids in lists:
                 token_ids = [int(t) for t in ids]  # type: ignore[union-attr]
-                check_token_ids(token_ids, generator.backend.n_vocab, "prompt")
+                check_token_ids(token_ids, generator.n_vocab, "prompt")
                 prompts.append(token_ids)
                 texts.append(generator.detokenize(token_ids, skip_special=False))
         if not prompts:
@@ -159,6 +160,7 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
                 sampling_params(request, max_tokens, request.logprobs, prompt_logprob_count(request))
             )
             check_request_tokens(len(ids), params[-1], request.n or 1, self.registry.config.limits)
+        await check_on_engine(generator, params[0], request.n or 1)
         return CompletionWork(prompts, texts, params)
 
     async def run(

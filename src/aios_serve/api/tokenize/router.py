@@ -88,5 +88,5 @@ async def detokenize(request: DetokenizeRequest, raw: Request) -> Response:
     if isinstance(served, RemoteModel):
         return await served.forward_path("/detokenize", raw)
     model = as_generator(served)
-    check_token_ids(request.tokens, model.backend.n_vocab, "tokens")
+    check_token_ids(request.tokens, model.n_vocab, "tokens")
     return json_response({"prompt": model.detokenize(request.tokens, skip_special=False)})

@@ -1,29 +1,44 @@
-"""The served generation model: loads a backend, runs its engine loop, and offers tokenize,
-chat rendering and `generate` to the API layer."""
+"""The served generation model: the tokenizer and chat template in this process, and an engine
+behind the engine interface (in process or in a worker) that turns token ids into deltas."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aios_serve.config import Capability, ModelSpec
-from aios_serve.engine.generation.backend import GenerationBackend
 from aios_serve.engine.generation.chat_template import FALLBACK_TEMPLATE, ChatTemplate
-from aios_serve.engine.generation.engine import GenerationEngine
+from aios_serve.engine.generation.factory import EngineSpec, open_engine
+from aios_serve.engine.generation.interface import (
+    EngineClient,
+    EngineUnavailable,
+    QueueFull,
+    UpdateStream,
+    Vocabulary,
+)
 from aios_serve.engine.generation.options import GenerationOptions
 from aios_serve.engine.generation.sampling import SamplingParams
-from aios_serve.engine.generation.sequence import RequestState, UpdateStream
 from aios_serve.errors import ApiError, ErrorKind
 from aios_serve.models.bundled import resolve_bundled
 from aios_serve.observability.engine_stats import EngineStats
 
 log = logging.getLogger("aios_serve.engine.generation")
 
-DEFAULT_KV_CELLS = 16384
-DEFAULT_CONTEXT = 8192
+
+class ModelVocabulary(Vocabulary, Protocol):
+    """A vocabulary with what the chat template needs."""
+
+    @property
+    def chat_template(self) -> str | None: ...
+
+    @property
+    def bos_token(self) -> str: ...
+
+    @property
+    def eos_token(self) -> str: ...
 
 
 class GenerationModel:
@@ -32,11 +47,10 @@ class GenerationModel:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.options = GenerationOptions.model_validate(spec.options)
-        self._backend: GenerationBackend | None = None
-        self._engine: GenerationEngine | None = None
+        self._vocab: ModelVocabulary | None = None
+        self._engine: EngineClient | None = None
         self._template: ChatTemplate | None = None
         self._renders_tools = False
-        self._backend_name = "auto"
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -45,89 +59,67 @@ class GenerationModel:
             return resolve_bundled(self.spec.bundled)
         return Path(str(self.spec.path)).expanduser()
 
-    def _backend_kind(self, path: Path) -> str:
-        if self.options.backend != "auto":
-            return self.options.backend
-        return "transformers" if path.is_dir() else "llama_cpp"
-
-    def _load(self) -> tuple[GenerationBackend, int]:
-        path = self.weights_path()
-        options = self.options
-        n_ctx = self.spec.max_model_len or options.n_ctx
-        if n_ctx is None and not options.kv_unified:
-            n_ctx = DEFAULT_CONTEXT
-        threads = options.n_threads or os.cpu_count() or 1
-        backend_kind = self._backend_kind(path)
-        self._backend_name = "llama.cpp" if backend_kind == "llama_cpp" else backend_kind
-        if backend_kind == "transformers":
-            from aios_serve.backends.hf_causal import HfCausalModel
-
-            hf = HfCausalModel(
-                path,
-                context_length=n_ctx,
-                max_sequences=options.max_num_seqs,
-                max_batch_tokens=options.max_batch_tokens,
-                n_threads=threads,
-                dtype=options.dtype,
-            )
-            return hf, hf.context_length * options.max_num_seqs
-        from aios_serve.backends.llama_cpp import LlamaCppModel
-
-        llama = LlamaCppModel(
-            path,
-            context_length=n_ctx,
-            kv_cells=options.kv_cells or max(n_ctx or 0, DEFAULT_KV_CELLS),
-            max_sequences=options.max_num_seqs,
-            max_batch_tokens=max(options.max_batch_tokens, options.max_num_seqs),
-            n_threads=threads,
-            n_threads_batch=options.n_threads_batch or threads,
-            flash_attn=options.flash_attn,
-            kv_unified=options.kv_unified,
+    def engine_spec(self) -> EngineSpec:
+        return EngineSpec(
+            name=self.spec.name,
+            path=str(self.weights_path()),
+            max_model_len=self.spec.max_model_len,
+            options=self.options.model_dump(),
         )
-        return llama, llama.kv_cells
 
     async def start(self) -> None:
-        backend, kv_cells = await asyncio.to_thread(self._load)
-        self._backend = backend
-        source = self.options.chat_template or backend.chat_template or FALLBACK_TEMPLATE
-        self._template = ChatTemplate(source, backend.bos_token, backend.eos_token)
+        spec = self.engine_spec()
+        engine = await open_engine(spec)
+        vocab: ModelVocabulary
+        backend = getattr(engine, "backend", None)
+        if backend is not None:  # an in-process engine: its backend tokenizes too
+            vocab = backend
+        else:
+            from aios_serve.backends.llama_cpp import LlamaCppVocab
+
+            vocab = await asyncio.to_thread(LlamaCppVocab, Path(spec.path))
+        self._vocab, self._engine = vocab, engine
+        source = self.options.chat_template or vocab.chat_template or FALLBACK_TEMPLATE
+        self._template = ChatTemplate(source, vocab.bos_token, vocab.eos_token)
         self._renders_tools = self._template.renders_tools()
-        self._engine = GenerationEngine(backend, kv_cells, self.spec.name)
-        self._engine.start()
         log.info(
-            "generation model %s ready: context %d, %d sequences, %d KV cells",
+            "generation model %s ready on %s: context %d, %d sequences",
             self.spec.name,
-            backend.context_length,
-            backend.max_sequences,
-            kv_cells,
+            engine.engine_name,
+            engine.context_length,
+            engine.max_sequences,
         )
 
     async def stop(self) -> None:
-        engine, backend = self._engine, self._backend
-        self._engine = None
+        engine, self._engine = self._engine, None
         if engine is not None:
-            await asyncio.to_thread(engine.stop)
-        if backend is not None:
-            backend.close()
-        self._backend = None
+            await engine.stop()
 
     # --- what the API layer uses ----------------------------------------------------------
 
     @property
-    def backend(self) -> GenerationBackend:
-        if self._backend is None:
+    def vocab(self) -> ModelVocabulary:
+        if self._vocab is None:
             raise RuntimeError(f"model {self.spec.name} is not loaded")
-        return self._backend
+        return self._vocab
 
     @property
-    def engine(self) -> GenerationEngine:
+    def engine(self) -> EngineClient:
         if self._engine is None:
             raise RuntimeError(f"model {self.spec.name} is not loaded")
         return self._engine
 
     @property
+    def n_vocab(self) -> int:
+        return self.vocab.n_vocab
+
+    @property
+    def eog_ids(self) -> Sequence[int]:
+        return self.engine.eog_ids
+
+    @property
     def max_model_len(self) -> int:
-        return self.backend.context_length
+        return self.engine.context_length
 
     @property
     def capabilities(self) -> tuple[Capability, ...]:
@@ -140,30 +132,31 @@ class GenerationModel:
 
     @property
     def backend_name(self) -> str:
-        """`llama.cpp` or `transformers` once loaded (`auto` before)."""
-        return self._backend_name
+        """`openvino`, `llama.cpp` or `transformers` once loaded (the configured choice before)."""
+        engine = self._engine
+        return engine.engine_name if engine is not None else self.options.engine
 
     @property
     def max_sequences(self) -> int:
-        return self.backend.max_sequences
+        return self.engine.max_sequences
 
     def stats(self) -> EngineStats:
         """Running and waiting requests, KV-cache use and the last batch, for /metrics."""
         engine = self._engine
-        return engine.snapshot if engine is not None else EngineStats()
+        return engine.stats() if engine is not None else EngineStats()
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        return self.backend.tokenize(text, add_special)
+        return self.vocab.tokenize(text, add_special)
 
     def detokenize(self, token_ids: list[int], skip_special: bool = True) -> str:
-        return self.backend.detokenize(token_ids, skip_special)
+        return self.vocab.detokenize(token_ids, skip_special)
 
     def token_text(self, token_id: int) -> str:
         """A token as logprobs show it (special tokens spelled out)."""
-        return self.backend.token_bytes(token_id, special=True).decode("utf-8", "replace")
+        return self.vocab.token_bytes(token_id, special=True).decode("utf-8", "replace")
 
     def token_bytes(self, token_id: int) -> bytes:
-        return self.backend.token_bytes(token_id, special=True)
+        return self.vocab.token_bytes(token_id, special=True)
 
     def render_chat(
         self,
@@ -177,17 +170,24 @@ class GenerationModel:
             messages, tools=tools, add_generation_prompt=add_generation_prompt, extra=extra
         )
 
+    async def check(self, params: SamplingParams, n: int) -> None:
+        """What the engine cannot run fails here, before anything streams (UnsupportedParameter,
+        GrammarError)."""
+        await self.engine.check(params, n)
+
     def generate(self, prompt_ids: list[int], params: SamplingParams, n: int) -> UpdateStream:
         """Queue a request; iterate the returned stream for its updates, cancel() to stop it."""
-        engine = self.engine
-        if engine.queued >= self.options.max_queued_requests:
+        try:
+            return self.engine.generate(prompt_ids, params, n)
+        except QueueFull as exc:
             raise ApiError(
                 ErrorKind.OVERLOADED,
                 f"The model `{self.spec.name}` has too many queued requests; retry shortly.",
                 headers={"Retry-After": "1"},
-            )
-        stream = UpdateStream(asyncio.get_running_loop(), len(prompt_ids))
-        state = RequestState(prompt_ids, params, n, engine.eog_ids, stream.deliver)
-        stream.bind(state, engine.wake)
-        engine.submit(state)
-        return stream
+            ) from exc
+        except EngineUnavailable as exc:
+            raise ApiError(
+                ErrorKind.OVERLOADED,
+                f"The model `{self.spec.name}` is unavailable: {exc}; retry shortly.",
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from exc

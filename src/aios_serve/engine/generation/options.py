@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+EngineName = Literal["auto", "openvino", "llama.cpp", "transformers"]
 
 
 class GenerationOptions(BaseModel):
@@ -12,8 +14,15 @@ class GenerationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["auto", "llama_cpp", "transformers"] = "auto"
-    """`auto`: a .gguf file runs on llama.cpp, a folder on transformers."""
+    engine: EngineName = Field(default="auto", validation_alias=AliasChoices("engine", "backend"))
+    """`auto`: a .gguf file on OpenVINO where it loads there (else llama.cpp, with the reason
+    logged), a folder on transformers. `backend` is the older name of this option."""
+    worker: bool = False
+    """Run the engine in its own worker process (supervised and restarted); off: in process."""
+    kv_cache_gb: float = Field(default=1.0, gt=0)
+    """OpenVINO only: the paged KV cache's size."""
+    prefix_caching: bool = True
+    """OpenVINO only: reuse the KV blocks of a prompt prefix seen before."""
     n_ctx: int | None = Field(default=None, gt=0)
     """The longest prompt plus output of one sequence; default: min(trained context, 8192)."""
     kv_unified: bool = False
@@ -36,3 +45,8 @@ class GenerationOptions(BaseModel):
     """`think`: the model reasons inside <think>…</think>; chat returns that as reasoning_content."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """transformers backend only."""
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _old_spelling(cls, value: object) -> object:
+        return "llama.cpp" if value == "llama_cpp" else value

@@ -12,7 +12,7 @@ import numpy.typing as npt
 from aios_serve.engine.generation.backend import Logits
 
 if TYPE_CHECKING:
-    from aios_serve.engine.generation.constraints import CompiledGrammar
+    from aios_serve.engine.generation.constraints.spec import OutputConstraint
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class SamplingParams:
     """Top-k alternatives to report per token; None reports no log-probabilities."""
     prompt_logprobs: int | None = None
     """Top-k alternatives for every prompt token after the first; None computes none."""
-    grammar: CompiledGrammar | None = None
-    """Constrained decoding: each choice samples only tokens this grammar allows."""
+    constraint: OutputConstraint | None = None
+    """Constrained decoding: each choice samples only tokens this constraint allows."""
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
-"""State of requests and their sequences inside the engine loop, and the updates it sends out."""
+"""State of requests and their sequences inside the engine loop."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aios_serve.engine.generation.backend import Logits
+from aios_serve.engine.generation.constraints import CompiledGrammar
+from aios_serve.engine.generation.interface import ChoiceUpdate, RequestUpdate
 from aios_serve.engine.generation.sampling import (
     SamplingParams,
     SequenceSampler,
@@ -22,37 +23,16 @@ log = logging.getLogger("aios_serve.engine.generation")
 _request_counter = itertools.count()
 
 
-@dataclass
-class ChoiceUpdate:
-    """What one choice produced since the last update."""
-
-    index: int
-    text: str
-    token_ids: list[int]
-    logprobs: list[TokenLogprobs]
-    finish_reason: str | None = None
-    stop_reason: int | str | None = None
-
-
-@dataclass
-class RequestUpdate:
-    """One engine step's output for a request: its choices that moved, or an error."""
-
-    choices: list[ChoiceUpdate] = field(default_factory=list)
-    error: BaseException | None = None
-    finished: bool = False
-    prompt_logprobs: list[TokenLogprobs | None] | None = None
-    """Set once, on the first update: an entry per prompt token (the first is None)."""
-
-
 class Sequence:
     """One choice: its KV slot, generated tokens, sampler and text."""
 
-    def __init__(self, index: int, params: SamplingParams, eog_ids: list[int]) -> None:
+    def __init__(
+        self, index: int, params: SamplingParams, eog_ids: list[int], grammar: CompiledGrammar | None
+    ) -> None:
         self.index = index
         self.slot: int | None = None
         self.sampler = SequenceSampler(params, index, eog_ids)
-        self.constraint = params.grammar.new_constraint() if params.grammar is not None else None
+        self.constraint = grammar.new_constraint() if grammar is not None else None
         self.text = OutputText(params.stop)
         self.generated: list[int] = []
         self.pending: int | None = None
@@ -92,11 +72,12 @@ class RequestState:
         n: int,
         eog_ids: list[int],
         deliver: Callable[[RequestUpdate], None],
+        grammar: CompiledGrammar | None = None,
     ) -> None:
         self.order = next(_request_counter)
         self.prompt_ids = prompt_ids
         self.params = params
-        self.seqs = [Sequence(i, params, eog_ids) for i in range(n)]
+        self.seqs = [Sequence(i, params, eog_ids, grammar) for i in range(n)]
         self.tasks: list[PrefillTask] = []
         self.deliver = deliver
         self.cancelled = False
@@ -164,48 +145,4 @@ class RequestState:
         if self.prompt_logprobs is not None and not self._prompt_logprobs_sent:
             update.prompt_logprobs = self.prompt_logprobs
             self._prompt_logprobs_sent = True
-        return update
-
-
-class UpdateStream:
-    """The asyncio side of a request: updates arrive from the engine thread."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, prompt_tokens: int) -> None:
-        self._loop = loop
-        self._queue: asyncio.Queue[RequestUpdate] = asyncio.Queue()
-        self.prompt_tokens = prompt_tokens
-        self.state: RequestState | None = None
-        self._wake: Callable[[], None] | None = None
-        self._closed = False
-
-    def bind(self, state: RequestState, wake: Callable[[], None]) -> None:
-        self.state = state
-        self._wake = wake
-
-    def deliver(self, update: RequestUpdate) -> None:
-        """Called on the engine thread."""
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, update)
-        except RuntimeError:  # the event loop is gone (shutdown)
-            log.debug("dropping an update for a closed event loop")
-
-    def cancel(self) -> None:
-        """Stop generating; the engine frees the request's KV cells at its next step."""
-        if self.state is not None and not self._closed:
-            self.state.cancelled = True
-            if self._wake is not None:
-                self._wake()
-
-    def __aiter__(self) -> UpdateStream:
-        return self
-
-    async def __anext__(self) -> RequestUpdate:
-        if self._closed:
-            raise StopAsyncIteration
-        update = await self._queue.get()
-        if update.error is not None:
-            self._closed = True
-            raise update.error
-        if update.finished:
-            self._closed = True
         return update

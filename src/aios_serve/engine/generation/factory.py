@@ -1,0 +1,153 @@
+"""Which engine runs a generation model, built from a picklable `EngineSpec` (so a worker
+process can build it too). `auto` takes OpenVINO for a GGUF file where it loads, else llama.cpp."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aios_serve.engine.generation.interface import EngineClient
+from aios_serve.engine.generation.options import GenerationOptions
+
+log = logging.getLogger("aios_serve.engine.generation")
+
+DEFAULT_KV_CELLS = 16384
+DEFAULT_CONTEXT = 8192
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything needed to load one model's engine, in this process or a worker."""
+
+    name: str
+    path: str
+    max_model_len: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parsed_options(self) -> GenerationOptions:
+        return GenerationOptions.model_validate(self.options)
+
+    def engine_choice(self) -> str:
+        """The configured engine, with `auto` resolved as far as the path alone allows."""
+        engine = self.parsed_options.engine
+        if engine != "auto":
+            return engine
+        return "transformers" if Path(self.path).is_dir() else "auto"
+
+
+def build_engine(spec: EngineSpec, choice: str) -> EngineClient:
+    """The engine `choice` over the model's weights (blocking: seconds). Call `start()` next."""
+    if choice == "transformers":
+        return _transformers(spec)
+    if choice == "openvino":
+        return _openvino(spec)
+    return _llama_cpp(spec)
+
+
+async def open_engine(spec: EngineSpec) -> EngineClient:
+    """Build and start the model's engine; `auto` falls back to llama.cpp, saying why, wherever
+    OpenVINO cannot load the model."""
+    choice = spec.engine_choice()
+    if choice == "auto":
+        try:
+            return await _started(spec, "openvino")
+        except Exception as exc:  # any model OpenVINO cannot load runs on llama.cpp
+            log.warning("%s: OpenVINO cannot load %s (%s); using llama.cpp", spec.name, spec.path, exc)
+            choice = "llama.cpp"
+    return await _started(spec, choice)
+
+
+async def _started(spec: EngineSpec, choice: str) -> EngineClient:
+    engine = await asyncio.to_thread(build_engine, spec, choice)
+    await engine.start()
+    return engine
+
+
+def _context(spec: EngineSpec, options: GenerationOptions) -> int | None:
+    n_ctx = spec.max_model_len or options.n_ctx
+    if n_ctx is None and not options.kv_unified:
+        n_ctx = DEFAULT_CONTEXT
+    return n_ctx
+
+
+def _threads(options: GenerationOptions) -> int:
+    return options.n_threads or os.cpu_count() or 1
+
+
+def _llama_cpp(spec: EngineSpec) -> EngineClient:
+    from aios_serve.backends.llama_cpp import LlamaCppModel
+    from aios_serve.engine.generation.local import LocalEngine
+
+    options = spec.parsed_options
+    n_ctx = _context(spec, options)
+    threads = _threads(options)
+    backend = LlamaCppModel(
+        Path(spec.path),
+        context_length=n_ctx,
+        kv_cells=options.kv_cells or max(n_ctx or 0, DEFAULT_KV_CELLS),
+        max_sequences=options.max_num_seqs,
+        max_batch_tokens=max(options.max_batch_tokens, options.max_num_seqs),
+        n_threads=threads,
+        n_threads_batch=options.n_threads_batch or threads,
+        flash_attn=options.flash_attn,
+        kv_unified=options.kv_unified,
+    )
+    return LocalEngine(
+        backend,
+        name=spec.name,
+        engine_name="llama.cpp",
+        kv_cells=backend.kv_cells,
+        max_queued=options.max_queued_requests,
+    )
+
+
+def _transformers(spec: EngineSpec) -> EngineClient:
+    from aios_serve.backends.hf_causal import HfCausalModel
+    from aios_serve.engine.generation.local import LocalEngine
+
+    options = spec.parsed_options
+    backend = HfCausalModel(
+        Path(spec.path),
+        context_length=_context(spec, options),
+        max_sequences=options.max_num_seqs,
+        max_batch_tokens=options.max_batch_tokens,
+        n_threads=_threads(options),
+        dtype=options.dtype,
+    )
+    return LocalEngine(
+        backend,
+        name=spec.name,
+        engine_name="transformers",
+        kv_cells=backend.context_length * options.max_num_seqs,
+        max_queued=options.max_queued_requests,
+    )
+
+
+def _openvino(spec: EngineSpec) -> EngineClient:
+    from aios_serve.backends.llama_cpp import LlamaCppVocab
+    from aios_serve.engine.generation.openvino import OpenVinoEngine
+    from aios_serve.engine.generation.openvino.loading import openvino_weights
+
+    options = spec.parsed_options
+    gguf = Path(spec.path)
+    vocab = LlamaCppVocab(gguf)
+    weights, route = openvino_weights(gguf)
+    log.info("%s: OpenVINO loads %s (route: %s)", spec.name, weights, route)
+    context = min(_context(spec, options) or vocab.trained_context, vocab.trained_context)
+    return OpenVinoEngine(
+        weights,
+        name=spec.name,
+        vocab=vocab,
+        eog_ids=[t for t in range(vocab.n_vocab) if vocab.is_end_of_generation(t)],
+        context_length=context,
+        max_sequences=options.max_num_seqs,
+        max_batch_tokens=options.max_batch_tokens,
+        kv_cache_gb=options.kv_cache_gb,
+        max_queued_requests=options.max_queued_requests,
+        enable_prefix_caching=options.prefix_caching,
+    )

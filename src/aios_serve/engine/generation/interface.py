@@ -1,0 +1,186 @@
+"""The line between serving and generation engines.
+
+A request goes in as prompt token ids, `SamplingParams` (with an `OutputConstraint` where the
+output must match a grammar) and a number of choices. What comes out is an `UpdateStream`: an
+async iterator of `RequestUpdate`s (per choice: new token ids, text, logprobs, finish reason),
+with `cancel()` to abort. Engines also report `EngineStats`. Everything else (sequences, KV
+caches, sampling, grammar matchers) stays behind this line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from aios_serve.engine.generation.constraints.spec import OutputConstraint
+from aios_serve.engine.generation.sampling import SamplingParams, TokenLogprobs
+from aios_serve.observability.engine_stats import EngineStats
+
+log = logging.getLogger("aios_serve.engine.generation")
+
+__all__ = [
+    "ChoiceUpdate",
+    "EngineClient",
+    "EngineError",
+    "EngineUnavailable",
+    "OutputConstraint",
+    "QueueFull",
+    "RequestUpdate",
+    "UnsupportedParameter",
+    "UpdateStream",
+    "Vocabulary",
+]
+
+
+# --- typed errors -------------------------------------------------------------------------
+
+
+class EngineError(Exception):
+    """Base of what an engine raises; serving maps each to a status and a parameter."""
+
+
+class QueueFull(EngineError):
+    """The engine has too many queued requests; retry shortly (503 with Retry-After)."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine is not running (its worker died or is restarting); 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnsupportedParameter(EngineError):
+    """A request parameter this engine cannot honour (a 400 naming it and the engine)."""
+
+    def __init__(self, param: str, engine: str, detail: str = "") -> None:
+        message = f"`{param}` is not supported by the {engine} engine"
+        super().__init__(message + (f": {detail}" if detail else "."))
+        self.param = param
+        self.engine = engine
+
+
+# --- what comes out -----------------------------------------------------------------------
+
+
+@dataclass
+class ChoiceUpdate:
+    """What one choice produced since the last update."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprobs]
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+@dataclass
+class RequestUpdate:
+    """One engine step's output for a request: its choices that moved, or an error."""
+
+    choices: list[ChoiceUpdate] = field(default_factory=list)
+    error: BaseException | None = None
+    finished: bool = False
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
+    """Set once, on the first update: an entry per prompt token (the first is None)."""
+
+
+class UpdateStream:
+    """The asyncio side of one request: an engine thread (or a worker's reader) delivers updates,
+    the API iterates them; `cancel()` tells the engine to stop and free the request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, prompt_tokens: int) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[RequestUpdate] = asyncio.Queue()
+        self.prompt_tokens = prompt_tokens
+        self._on_cancel: Callable[[], None] | None = None
+        self._closed = False
+
+    def on_cancel(self, abort: Callable[[], None]) -> None:
+        """What `cancel()` calls (set by the engine when it accepts the request)."""
+        self._on_cancel = abort
+
+    def deliver(self, update: RequestUpdate) -> None:
+        """Hand over an update; safe to call from any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, update)
+        except RuntimeError:  # the event loop is gone (shutdown)
+            log.debug("dropping an update for a closed event loop")
+
+    def cancel(self) -> None:
+        """Stop generating; the engine frees the request at its next step."""
+        if self._on_cancel is not None and not self._closed:
+            self._on_cancel()
+
+    def __aiter__(self) -> UpdateStream:
+        return self
+
+    async def __anext__(self) -> RequestUpdate:
+        if self._closed:
+            raise StopAsyncIteration
+        update = await self._queue.get()
+        if update.error is not None:
+            self._closed = True
+            raise update.error
+        if update.finished:
+            self._closed = True
+        return update
+
+
+# --- the engine ---------------------------------------------------------------------------
+
+
+class Vocabulary(Protocol):
+    """The tokenizer side of a model, which stays in the server process."""
+
+    @property
+    def n_vocab(self) -> int: ...
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]: ...
+
+    def token_bytes(self, token_id: int, special: bool = False) -> bytes:
+        """The bytes a token adds to the text; control tokens are empty unless `special`."""
+
+    def detokenize(self, token_ids: list[int], skip_special: bool = True) -> str: ...
+
+    def is_end_of_generation(self, token_id: int) -> bool: ...
+
+
+@runtime_checkable
+class EngineClient(Protocol):
+    """A running generation engine for one model, in this process or in a worker."""
+
+    @property
+    def engine_name(self) -> str:
+        """`llama.cpp`, `transformers` or `openvino` (named in logs, errors and /v1/models)."""
+
+    @property
+    def context_length(self) -> int:
+        """The longest prompt plus output of one sequence."""
+
+    @property
+    def max_sequences(self) -> int:
+        """The most choices one request may ask for."""
+
+    @property
+    def eog_ids(self) -> Sequence[int]:
+        """Token ids that end generation (unless `ignore_eos`)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Fail what is still running and release the engine."""
+
+    async def check(self, params: SamplingParams, n: int) -> None:
+        """Reject what this engine cannot run before anything streams: raises
+        UnsupportedParameter, or GrammarError for a constraint that does not compile."""
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams, n: int) -> UpdateStream:
+        """Queue a request (raises QueueFull or EngineUnavailable); iterate the stream."""
+
+    def stats(self) -> EngineStats: ...
