@@ -246,7 +246,7 @@ def test_flags_pair_with_models_in_order(tmp_path: Path) -> None:
         )
     )
     assert [(s.name, s.aliases, s.kind, s.options) for s in specs] == [
-        ("chat", ["chat-alias"], "generate", {"backend": "llama_cpp"}),
+        ("chat", ["chat-alias"], "generate", {"engine": "llama.cpp"}),
         ("embed", [], "embedding", {"backend": "onnx"}),
     ]
     with pytest.raises(ModelFlagError, match="once per --model"):

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from aios_serve.config import ModelSpec
 from aios_serve.models.detect import LocalKind, ModelLayoutError, detect_kind
 
-ENGINES = ("auto", "llama.cpp", "transformers", "onnx")
+ENGINES = ("auto", "openvino", "llama.cpp", "transformers", "onnx")
 """`auto`: a .gguf file runs on llama.cpp, a folder on transformers (torch)."""
 
 T = TypeVar("T")
@@ -69,24 +69,25 @@ def _absolute(path: Path) -> Path:
 
 
 def engine_options(kind: LocalKind, path: Path, engine: str) -> dict[str, Any]:
-    """The `options.backend` that runs `kind` from `path` on `engine`; an error where none does."""
+    """The options (`engine` or `backend`) that run `kind` from `path` on `engine`; an error where
+    none does."""
     if engine == "auto":
         return {}
     if kind == "generate":
-        if engine == "llama.cpp":
+        if engine in ("llama.cpp", "openvino"):
             if not path.is_file():
                 raise ModelFlagError(
-                    f"--engine llama.cpp reads a .gguf file; {path} is a folder "
+                    f"--engine {engine} reads a .gguf file; {path} is a folder "
                     "(--engine transformers serves a Hugging Face folder)"
                 )
-            return {"backend": "llama_cpp"}
+            return {"engine": engine}
         if engine == "transformers":
             if not path.is_dir():
                 raise ModelFlagError(
                     f"--engine transformers reads a Hugging Face folder; {path} is a file "
                     "(--engine llama.cpp serves a .gguf file)"
                 )
-            return {"backend": "transformers"}
+            return {"engine": "transformers"}
         raise ModelFlagError(f"--engine {engine} serves embedding and cross-encoder models, not generate")
     if engine == "transformers":
         return {"backend": "torch"}
