@@ -66,9 +66,9 @@ class LlamaCppVocab:
             raise LlamaCppError(f"llama.cpp could not load {path}")
         self._vocab = llama.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama.llama_vocab_n_tokens(self._vocab))
-        self.trained_context = int(llama.llama_model_n_ctx_train(self._model))
         self._piece_cache: dict[tuple[int, bool], bytes] = {}
         self._metadata = self._read_metadata()
+        self.trained_context = int(llama.llama_model_n_ctx_train(self._model)) or self._context_in_metadata()
         self._bos_id = int(llama.llama_vocab_bos(self._vocab))
         self._eos_id = int(llama.llama_vocab_eos(self._vocab))
 
@@ -87,6 +87,11 @@ class LlamaCppVocab:
             if length >= 0:
                 out[key] = buf.value.decode("utf-8", "replace")
         return out
+
+    def _context_in_metadata(self) -> int:
+        """`<architecture>.context_length` (llama.cpp leaves n_ctx_train at 0 without weights)."""
+        architecture = self._metadata.get("general.architecture", "")
+        return int(self._metadata.get(f"{architecture}.context_length", "0") or 0)
 
     @property
     def metadata(self) -> dict[str, str]:

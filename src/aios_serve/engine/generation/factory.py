@@ -129,18 +129,18 @@ def _transformers(spec: EngineSpec) -> EngineClient:
 
 
 def _openvino(spec: EngineSpec) -> EngineClient:
+    """OpenVINO GenAI's pipeline; it loads (and picks its file route) in `start()`."""
     from aios_serve.backends.llama_cpp import LlamaCppVocab
     from aios_serve.engine.generation.openvino import OpenVinoEngine
-    from aios_serve.engine.generation.openvino.loading import openvino_weights
 
     options = spec.parsed_options
     gguf = Path(spec.path)
+    if gguf.is_dir():
+        raise ValueError(f"the openvino engine reads a .gguf file; {gguf} is a folder")
     vocab = LlamaCppVocab(gguf)
-    weights, route = openvino_weights(gguf)
-    log.info("%s: OpenVINO loads %s (route: %s)", spec.name, weights, route)
     context = min(_context(spec, options) or vocab.trained_context, vocab.trained_context)
     return OpenVinoEngine(
-        weights,
+        gguf,
         name=spec.name,
         vocab=vocab,
         eog_ids=[t for t in range(vocab.n_vocab) if vocab.is_end_of_generation(t)],
@@ -150,4 +150,5 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         kv_cache_gb=options.kv_cache_gb,
         max_queued_requests=options.max_queued_requests,
         enable_prefix_caching=options.prefix_caching,
+        n_threads=options.n_threads,
     )
