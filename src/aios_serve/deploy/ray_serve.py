@@ -50,8 +50,11 @@ def app_name_of(spec: ModelSpec) -> str:
 
 
 def model_config(config: ServerConfig, spec: ModelSpec, internal_key: str) -> ServerConfig:
-    """One model's own server: only the ingress (holding the internal key) may call it."""
+    """One model's own server: only the ingress (holding the internal key) may call it. A replica
+    is a process Ray supervises, so its generation engine stays in it (no worker of its own)."""
     key = ApiKeySpec(name="ingress", key=SecretStr(internal_key), admin=True)
+    if spec.kind == "generate":
+        spec = spec.model_copy(update={"options": {"worker": False, **spec.options}})
     return config.model_copy(update={"models": [spec], "api_keys": [key]})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, runtime_checkable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -61,6 +62,30 @@ TTFT_BUCKETS = (
 )
 
 
+class WorkerStatus(Protocol):
+    """A model's engine worker as /health and /metrics see it (`WorkerEngine.health()`)."""
+
+    @property
+    def state(self) -> str:
+        """`starting`, `ready`, `restarting` or `stopped`."""
+
+    @property
+    def restarts(self) -> int: ...
+
+
+@runtime_checkable
+class ReportsWorkerHealth(Protocol):
+    """A served model whose engine may run in a supervised worker process."""
+
+    def worker_health(self) -> WorkerStatus | None:
+        """None when the engine runs in this process (or has not started)."""
+
+
+def worker_health_of(model: object) -> WorkerStatus | None:
+    """The model's worker state, or None for a model without a worker."""
+    return model.worker_health() if isinstance(model, ReportsWorkerHealth) else None
+
+
 class EngineCollector(Collector):
     """Reads queue depth, running batch and KV-cache use from the served models at scrape time."""
 
@@ -85,7 +110,15 @@ class EngineCollector(Collector):
             "Generation forward passes: phase prompt (prompt chunks, merged) or decode.",
             labels=["model_name", "phase"],
         )
+        restarts = CounterMetricFamily(
+            "aios_serve_engine_restarts",
+            "Restarts of a model's engine worker process after it died or hung.",
+            labels=["model_name"],
+        )
         for model in self._models():
+            worker = worker_health_of(model)
+            if worker is not None:
+                restarts.add_metric([str(model.spec.name)], float(worker.restarts))  # type: ignore[attr-defined]
             stats = stats_of(model)
             if stats is None:
                 continue
@@ -101,7 +134,7 @@ class EngineCollector(Collector):
             for phase, count in (("prompt", stats.prompt_passes), ("decode", stats.decode_passes)):
                 if count is not None:
                     passes.add_metric([*name, phase], float(count))
-        yield from (running, waiting, kv_cache, batch, passes)
+        yield from (running, waiting, kv_cache, batch, passes, restarts)
 
 
 class ServerMetrics:

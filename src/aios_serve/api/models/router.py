@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Request
+from pydantic import Field
 from starlette.responses import Response
 
 from aios_serve import __version__
@@ -12,9 +13,18 @@ from aios_serve.api.common.dependencies import registry_of
 from aios_serve.api.common.protocol import unix_now
 from aios_serve.api.common.responses import json_response
 from aios_serve.api.models.protocol import HealthStatus, ModelCard, ModelList, VersionInfo
+from aios_serve.observability.metrics import worker_health_of
 from aios_serve.registry import capabilities_of
 
 router = APIRouter(tags=["models"])
+
+
+class ServerHealth(HealthStatus):
+    """`degraded`: every model loaded, but a model's engine worker is not ready (it died or hung
+    and is restarting); `engines` names each worker model's state, `models` marks it false."""
+
+    status: Literal["ok", "loading", "failed", "degraded"]  # type: ignore[assignment]
+    engines: dict[str, str] = Field(default_factory=dict)
 
 
 @router.get("/v1/models", response_model=ModelList, summary="List served models")
@@ -42,17 +52,27 @@ async def list_models(raw: Request) -> ModelList:
 
 @router.get(
     "/health",
-    response_model=HealthStatus,
-    responses={503: {"model": HealthStatus}},
-    summary="200 once every model is loaded",
+    response_model=ServerHealth,
+    responses={503: {"model": ServerHealth}},
+    summary="200 once every model is loaded and every engine worker is ready",
 )
 async def health(raw: Request) -> Response:
     registry = registry_of(raw)
-    status: Literal["ok", "loading", "failed"] = (
+    status: Literal["ok", "loading", "failed", "degraded"] = (
         "ok" if registry.ready else ("failed" if registry.load_error else "loading")
     )
-    body = HealthStatus(status=status, models={m.spec.name: registry.ready for m in registry.models})
-    return json_response(body, status_code=200 if registry.ready else 503)
+    models = {m.spec.name: registry.ready for m in registry.models}
+    engines: dict[str, str] = {}
+    for model in registry.models:
+        worker = worker_health_of(model)
+        if worker is None:
+            continue
+        engines[model.spec.name] = worker.state
+        if worker.state != "ready":
+            models[model.spec.name] = False
+            status = "degraded" if status == "ok" else status
+    body = ServerHealth(status=status, models=models, engines=engines)
+    return json_response(body, status_code=200 if status == "ok" else 503)
 
 
 @router.get("/version", response_model=VersionInfo, summary="Server version")

@@ -16,8 +16,8 @@ import threading
 import numpy as np
 
 from aios_serve.engine.generation.backend import BatchItem, GenerationBackend, KvCacheFull
-from aios_serve.engine.generation.sampling import token_logprobs
 from aios_serve.engine.generation.interface import RequestUpdate
+from aios_serve.engine.generation.sampling import token_logprobs
 from aios_serve.engine.generation.sequence import PrefillTask, RequestState, Sequence
 from aios_serve.observability.engine_stats import EngineStats
 

@@ -21,6 +21,7 @@ from aios_serve.engine.generation.interface import (
 )
 from aios_serve.engine.generation.options import GenerationOptions
 from aios_serve.engine.generation.sampling import SamplingParams
+from aios_serve.engine.generation.worker import WorkerEngine, WorkerHealth
 from aios_serve.errors import ApiError, ErrorKind
 from aios_serve.models.bundled import resolve_bundled
 from aios_serve.observability.engine_stats import EngineStats
@@ -69,11 +70,16 @@ class GenerationModel:
 
     async def start(self) -> None:
         spec = self.engine_spec()
-        engine = await open_engine(spec)
+        engine: EngineClient
+        if self.options.worker:
+            engine = WorkerEngine(spec, name=self.spec.name, max_queued=self.options.max_queued_requests)
+            await engine.start()
+        else:
+            engine = await open_engine(spec)
         vocab: ModelVocabulary
-        backend = getattr(engine, "backend", None)
-        if backend is not None:  # an in-process engine: its backend tokenizes too
-            vocab = backend
+        in_process = getattr(engine, "backend", None) or getattr(engine, "vocab", None)
+        if in_process is not None:  # an engine in this process: its tokenizer serves here too
+            vocab = in_process
         else:
             from aios_serve.backends.llama_cpp import LlamaCppVocab
 
@@ -170,10 +176,25 @@ class GenerationModel:
             messages, tools=tools, add_generation_prompt=add_generation_prompt, extra=extra
         )
 
+    def worker_health(self) -> WorkerHealth | None:
+        """The worker's state and restarts, for /health and /metrics (None: engine in process)."""
+        engine = self._engine
+        return engine.health() if isinstance(engine, WorkerEngine) else None
+
     async def check(self, params: SamplingParams, n: int) -> None:
         """What the engine cannot run fails here, before anything streams (UnsupportedParameter,
         GrammarError)."""
-        await self.engine.check(params, n)
+        try:
+            await self.engine.check(params, n)
+        except EngineUnavailable as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: EngineUnavailable) -> ApiError:
+        return ApiError(
+            ErrorKind.OVERLOADED,
+            f"The model `{self.spec.name}` is unavailable: {exc}; retry shortly.",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, n: int) -> UpdateStream:
         """Queue a request; iterate the returned stream for its updates, cancel() to stop it."""
@@ -186,8 +207,4 @@ class GenerationModel:
                 headers={"Retry-After": "1"},
             ) from exc
         except EngineUnavailable as exc:
-            raise ApiError(
-                ErrorKind.OVERLOADED,
-                f"The model `{self.spec.name}` is unavailable: {exc}; retry shortly.",
-                headers={"Retry-After": str(exc.retry_after)},
-            ) from exc
+            raise self._unavailable(exc) from exc

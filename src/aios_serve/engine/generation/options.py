@@ -17,10 +17,10 @@ class GenerationOptions(BaseModel):
     engine: EngineName = Field(default="auto", validation_alias=AliasChoices("engine", "backend"))
     """`auto`: a .gguf file on OpenVINO where it loads there (else llama.cpp, with the reason
     logged), a folder on transformers. `backend` is the older name of this option."""
-    worker: bool = False
+    worker: bool = True
     """Run the engine in its own worker process (supervised and restarted); off: in process."""
-    kv_cache_gb: float = Field(default=1.0, gt=0)
-    """OpenVINO only: the paged KV cache's size."""
+    kv_cache_gb: int = Field(default=1, ge=1)
+    """OpenVINO only: the paged KV cache's size in GB."""
     prefix_caching: bool = True
     """OpenVINO only: reuse the KV blocks of a prompt prefix seen before."""
     n_ctx: int | None = Field(default=None, gt=0)
