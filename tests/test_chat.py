@@ -11,14 +11,15 @@ import httpx
 import openai
 import pytest
 
-from tests._gen_server import SMOL, generation_server
+from tests._gen_server import ENGINES, SMOL, generation_server
 
 MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Name three fruits."}]
 
 
-@pytest.fixture(scope="module")
-def base_url() -> str:
-    return generation_server()[0]
+@pytest.fixture(scope="module", params=ENGINES)
+def base_url(request: pytest.FixtureRequest) -> str:
+    """Each test runs on every engine (top alternatives, which OpenVINO lacks, on llama.cpp)."""
+    return generation_server(request.param)[0]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,9 @@ def test_stop_string_and_seed_and_n(client: openai.OpenAI, greedy: openai.types.
     assert len(sampled[0].choices) == 3
 
 
-def test_logprobs_content_shape(client: openai.OpenAI) -> None:
+def test_logprobs_content_shape() -> None:
+    url = generation_server("llama.cpp")[0]
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
     out = client.chat.completions.create(
         model=SMOL,
         messages=MESSAGES,
@@ -149,6 +152,17 @@ def test_logprobs_content_shape(client: openai.OpenAI) -> None:
         assert entry.bytes == list(entry.token.encode("utf-8"))
         assert entry.logprob <= 0
     assert "".join(e.token for e in content) == out.choices[0].message.content
+
+
+def test_openvino_gives_the_chosen_tokens_logprob_and_refuses_alternatives() -> None:
+    url = generation_server("openvino")[0]
+    body = {"model": SMOL, "messages": MESSAGES, "max_tokens": 5, "temperature": 0, "logprobs": True}
+    content = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()["choices"][0]
+    entries = content["logprobs"]["content"]
+    assert len(entries) == 5 and all(e["logprob"] <= 0 and e["top_logprobs"] == [] for e in entries)
+    refused = httpx.post(f"{url}/v1/chat/completions", json={**body, "top_logprobs": 2}, timeout=60)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "top_logprobs"
+    assert "openvino" in refused.json()["error"]["message"]
 
 
 def test_tools_render_through_the_template(client: openai.OpenAI) -> None:

@@ -11,19 +11,30 @@ import numpy as np
 import openai
 import pytest
 
-from tests._gen_server import SMOL, SMOL_ALIAS, generation_server
+from tests._gen_server import ENGINES, SMOL, SMOL_ALIAS, generation_server
 
 PROMPT = "The three primary colors are"
 
 
-@pytest.fixture(scope="module")
-def base_url() -> str:
-    return generation_server()[0]
+@pytest.fixture(scope="module", params=ENGINES)
+def base_url(request: pytest.FixtureRequest) -> str:
+    """Each test runs on every engine, unless it asks for `llama_url` (what only llama.cpp does)."""
+    return generation_server(request.param)[0]
 
 
 @pytest.fixture(scope="module")
 def client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def llama_url() -> str:
+    return generation_server("llama.cpp")[0]
+
+
+@pytest.fixture(scope="module")
+def llama_client(llama_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{llama_url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -141,18 +152,18 @@ def _reference_logprobs(prompt_ids: list[int], output_ids: list[int]) -> list[np
     return rows
 
 
-def test_logprobs_are_the_log_softmax_of_the_logits(base_url: str, client: openai.OpenAI) -> None:
-    out = client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=3)
+def test_logprobs_are_the_log_softmax_of_the_logits(llama_url: str, llama_client: openai.OpenAI) -> None:
+    out = llama_client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=3)
     lp = out.choices[0].logprobs
     assert (
         lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset is not None
     )
     assert len(lp.tokens) == 8 and len(lp.top_logprobs) == 8
-    tokenize = httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()
+    tokenize = httpx.post(f"{llama_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()
     prompt_ids = tokenize["tokens"]
     output_ids = [
         httpx.post(
-            f"{base_url}/tokenize", json={"model": SMOL, "prompt": t, "add_special_tokens": False}
+            f"{llama_url}/tokenize", json={"model": SMOL, "prompt": t, "add_special_tokens": False}
         ).json()["tokens"][0]
         for t in lp.tokens
     ]
@@ -177,9 +188,9 @@ def _reference_prompt_logprobs(prompt_ids: list[int]) -> list[np.ndarray]:
     return [_log_softmax(llm.scores[position]) for position in range(len(prompt_ids) - 1)]
 
 
-def test_echo_with_logprobs_scores_the_prompt(base_url: str, client: openai.OpenAI) -> None:
-    prompt_ids = httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()["tokens"]
-    out = client.completions.create(
+def test_echo_with_logprobs_scores_the_prompt(llama_url: str, llama_client: openai.OpenAI) -> None:
+    prompt_ids = httpx.post(f"{llama_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()["tokens"]
+    out = llama_client.completions.create(
         model=SMOL, prompt=PROMPT, max_tokens=4, temperature=0, echo=True, logprobs=2
     )
     lp = out.choices[0].logprobs
@@ -196,7 +207,7 @@ def test_echo_with_logprobs_scores_the_prompt(base_url: str, client: openai.Open
     assert all(v is not None for v in lp.token_logprobs[len(prompt_ids) :])
 
     streamed: list[float | None] = []
-    for chunk in client.completions.create(
+    for chunk in llama_client.completions.create(
         model=SMOL, prompt=PROMPT, max_tokens=4, temperature=0, echo=True, logprobs=2, stream=True
     ):
         if chunk.choices and chunk.choices[0].logprobs is not None:
@@ -204,10 +215,10 @@ def test_echo_with_logprobs_scores_the_prompt(base_url: str, client: openai.Open
     assert streamed == pytest.approx(lp.token_logprobs, abs=1e-6)
 
 
-def test_vllm_prompt_logprobs_shape(base_url: str) -> None:
+def test_vllm_prompt_logprobs_shape(llama_url: str) -> None:
     body = {"model": SMOL, "prompt": PROMPT, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 1}
-    choice = httpx.post(f"{base_url}/v1/completions", json=body, timeout=60).json()["choices"][0]
-    prompt_ids = httpx.post(f"{base_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()["tokens"]
+    choice = httpx.post(f"{llama_url}/v1/completions", json=body, timeout=60).json()["choices"][0]
+    prompt_ids = httpx.post(f"{llama_url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()["tokens"]
     entries = choice["prompt_logprobs"]
     assert len(entries) == len(prompt_ids) and entries[0] is None
     for position, entry in enumerate(entries[1:], start=1):
@@ -217,29 +228,29 @@ def test_vllm_prompt_logprobs_shape(base_url: str) -> None:
         assert len(best) == 1 and best[0]["logprob"] >= actual["logprob"]
 
 
-def test_chat_prompt_logprobs(base_url: str) -> None:
+def test_chat_prompt_logprobs(llama_url: str) -> None:
     body = {
         "model": SMOL,
         "messages": [{"role": "user", "content": "Hi"}],
         "max_tokens": 1,
         "prompt_logprobs": 0,
     }
-    answer = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=60).json()
+    answer = httpx.post(f"{llama_url}/v1/chat/completions", json=body, timeout=60).json()
     entries = answer["prompt_logprobs"]
     assert entries[0] is None and len(entries) > 3
     assert all(len(entry) == 1 and next(iter(entry.values()))["logprob"] <= 0 for entry in entries[1:])
 
 
-def test_logit_bias_forces_a_token(base_url: str, client: openai.OpenAI) -> None:
+def test_logit_bias_forces_a_token(llama_url: str, llama_client: openai.OpenAI) -> None:
     forced = httpx.post(
-        f"{base_url}/tokenize", json={"model": SMOL, "prompt": " banana", "add_special_tokens": False}
+        f"{llama_url}/tokenize", json={"model": SMOL, "prompt": " banana", "add_special_tokens": False}
     ).json()["tokens"]
     assert len(forced) == 1
-    out = client.completions.create(
+    out = llama_client.completions.create(
         model=SMOL, prompt=PROMPT, max_tokens=3, temperature=0.7, seed=3, logit_bias={str(forced[0]): 100}
     )
     assert out.choices[0].text == " banana" * 3
-    banned = client.completions.create(
+    banned = llama_client.completions.create(
         model=SMOL, prompt="I like to eat a", max_tokens=3, temperature=0, logit_bias={str(forced[0]): -100}
     )
     assert "banana" not in banned.choices[0].text
@@ -312,3 +323,38 @@ def test_stream_usage_options(client: openai.OpenAI) -> None:
     assert chunks[-1].usage.completion_tokens == 5
     running = [c.usage.completion_tokens for c in chunks[:-1] if c.usage is not None]
     assert running and running == sorted(running) and running[-1] == 5
+
+
+OPENVINO_REFUSES = [
+    ({"logit_bias": {"11": 5}}, "logit_bias"),
+    ({"logprobs": 2}, "logprobs"),
+    ({"echo": True, "logprobs": 0}, "echo"),
+    ({"prompt_logprobs": 1}, "prompt_logprobs"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"frequency_penalty": 0.5}, "frequency_penalty"),
+]
+
+
+@pytest.mark.parametrize(("extra", "param"), OPENVINO_REFUSES)
+def test_openvino_refuses_what_it_cannot_run_with_a_400(extra: dict[str, Any], param: str) -> None:
+    """OpenVINO GenAI has no logit bias, no prompt scores, no top alternatives and other penalty
+    semantics: each such parameter is a 400 naming it and the engine, never silently dropped."""
+    url = generation_server("openvino")[0]
+    body = {"model": SMOL, "prompt": PROMPT, "max_tokens": 2, **extra}
+    answer = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == param and "openvino" in error["message"], error
+    assert (
+        httpx.post(f"{generation_server('llama.cpp')[0]}/v1/completions", json=body, timeout=60).status_code
+        == 200
+    )
+
+
+def test_openvino_reports_the_chosen_tokens_logprob() -> None:
+    """`logprobs: 0` works on OpenVINO: the chosen token's log-probability, no alternatives."""
+    url = generation_server("openvino")[0]
+    body = {"model": SMOL, "prompt": PROMPT, "max_tokens": 4, "temperature": 0, "logprobs": 0}
+    logprobs = httpx.post(f"{url}/v1/completions", json=body, timeout=60).json()["choices"][0]["logprobs"]
+    assert len(logprobs["tokens"]) == 4
+    assert all(value is not None and value <= 0 for value in logprobs["token_logprobs"])

@@ -176,7 +176,9 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
         if plan.constraint is not None:
             params = replace(params, constraint=plan.constraint)
         constraint_param = "response_format" if plan.tool_names is None else "tools"
-        await check_on_engine(generator, params, request.n or 1, constraint_param)
+        await check_on_engine(
+            generator, params, request.n or 1, constraint_param, asked_as={"logprobs": "top_logprobs"}
+        )
         return ChatWork(prompt_ids, text, params, plan)
 
     async def run(

@@ -151,14 +151,20 @@ class ChoiceResult:
 
 
 async def check_on_engine(
-    model: GenerationModel, params: SamplingParams, n: int, constraint_param: str = "response_format"
+    model: GenerationModel,
+    params: SamplingParams,
+    n: int,
+    constraint_param: str = "response_format",
+    asked_as: dict[str, str] | None = None,
 ) -> None:
     """The engine's own checks, as 400s naming the parameter: what it cannot run, and a
-    constraint that does not compile."""
+    constraint that does not compile. `asked_as` renames an engine parameter to the request's
+    (completions' `echo` asks for prompt log-probabilities)."""
     try:
         await model.check(params, n)
     except UnsupportedParameter as exc:
-        raise invalid(str(exc), exc.param) from exc
+        param = (asked_as or {}).get(exc.param, exc.param)
+        raise invalid(str(exc).replace(f"`{exc.param}`", f"`{param}`"), param) from exc
     except GrammarError as exc:
         raise invalid(str(exc), constraint_param) from exc
 

@@ -160,7 +160,9 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
                 sampling_params(request, max_tokens, request.logprobs, prompt_logprob_count(request))
             )
             check_request_tokens(len(ids), params[-1], request.n or 1, self.registry.config.limits)
-        await check_on_engine(generator, params[0], request.n or 1)
+        echo_scores = request.echo and request.prompt_logprobs is None
+        asked_as = {"prompt_logprobs": "echo"} if echo_scores else None
+        await check_on_engine(generator, params[0], request.n or 1, asked_as=asked_as)
         return CompletionWork(prompts, texts, params)
 
     async def run(
