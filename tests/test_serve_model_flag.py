@@ -119,7 +119,7 @@ def test_the_banner_lists_every_model_and_the_urls(default_names_server: tuple[s
     url, log_path = default_names_server
     banner = _banner(log_path)
     assert re.search(
-        rf"{re.escape(SMOL_FILE)}: kind generate; backend llama\.cpp; capabilities [^;]*chat[^;]*; "
+        rf"{re.escape(SMOL_FILE)}: kind generate; backend openvino; capabilities [^;]*chat[^;]*; "
         r"max_model_len 1024",
         banner,
     ), banner

@@ -257,6 +257,12 @@ def restarts(url: str) -> float:
     return 0.0
 
 
+def usage_errors(url: str) -> int:
+    """Usage records of the generation model with a status of 400 or more."""
+    rows = httpx.get(f"{url}/v1/usage", params={"group_by": "model"}).json()["data"]
+    return sum(int(row["errors"]) for row in rows if row.get("model") == SMOL)
+
+
 def worker_pid(server_pid: int) -> int:
     found = [pid for pid in children(server_pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
     assert len(found) == 1, found
@@ -273,6 +279,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
 def test_server_survives_a_dead_worker(server: tuple[str, int], sig: signal.Signals) -> None:
     url, server_pid = server
     before = restarts(url)
+    errors_before = usage_errors(url)
+    refused: list[int] = []  # 503s of the new request while the worker restarts
     victim = worker_pid(server_pid)
 
     async def scenario() -> None:
@@ -296,6 +304,7 @@ def test_server_survives_a_dead_worker(server: tuple[str, int], sig: signal.Sign
                 if answer.status_code == 200:
                     break
                 assert answer.status_code == 503 and answer.headers.get("retry-after")
+                refused.append(503)
                 assert answer.json()["error"]["code"] == 503
                 assert time.monotonic() - killed_at < 60
                 await asyncio.sleep(0.5)
@@ -306,6 +315,11 @@ def test_server_survives_a_dead_worker(server: tuple[str, int], sig: signal.Sign
     asyncio.run(scenario())
     assert alive(server_pid)
     assert restarts(url) == before + 1
+    deadline = time.monotonic() + 5  # usage is committed within 0.25 s of each response's end
+    expected = errors_before + len(refused) + 4
+    while usage_errors(url) < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert usage_errors(url) == expected, "the four failed streams' records carry their 503"
     assert httpx.get(f"{url}/health").status_code == 200
 
 

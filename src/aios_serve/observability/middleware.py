@@ -108,6 +108,7 @@ class ObservabilityMiddleware:
         now = time.perf_counter()
         latency_s = now - exchange.started
         state: dict[str, Any] = scope.get("state", {})
+        status = int(state.get("stream_status") or status)  # a stream that ended in an error
         route = scope.get("route")
         endpoint = str(getattr(route, "path", "unmatched"))
         model = state.get("model")

@@ -299,7 +299,7 @@ class ChatServing(ServingPipeline[ChatCompletionRequest, ChatWork, ChatOutcome])
             if include_usage:
                 yield chunk([], True)
         except Exception as exc:  # the stream has started: report in-band
-            yield sse_error(exc)
+            yield sse_error(exc, raw)
         finally:
             for stream in streams:
                 stream.cancel()

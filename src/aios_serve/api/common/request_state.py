@@ -27,6 +27,12 @@ def note_model(request: Request, served_name: str) -> None:
     request.state.model = served_name
 
 
+def note_stream_status(request: Request, status: int) -> None:
+    """A stream that ended with an in-band error: its usage record and metrics carry `status`
+    (the HTTP status line, sent before the error, said 200)."""
+    request.state.stream_status = status
+
+
 def note_usage(request: Request, prompt_tokens: int, completion_tokens: int = 0) -> None:
     """Record the token usage a response reported; streaming responses call it at their end."""
     request.state.usage = (prompt_tokens, completion_tokens)

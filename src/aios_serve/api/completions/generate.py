@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
+from aios_serve.api.common.request_state import note_stream_status
 from aios_serve.api.completions.protocol import SamplingFields
 from aios_serve.engine.generation import GenerationModel, SamplingParams
 from aios_serve.engine.generation.constraints import GrammarError
@@ -278,9 +279,12 @@ def as_api_error(exc: BaseException) -> ApiError:
     return ApiError(ErrorKind.INTERNAL, f"Generation failed: {exc}")
 
 
-def sse_error(exc: BaseException) -> bytes:
-    """An error after the stream started: an error chunk (then the caller sends [DONE])."""
-    return sse(as_api_error(exc).body())
+def sse_error(exc: BaseException, raw: Request) -> bytes:
+    """An error after the stream started: an error chunk (then the caller sends [DONE]); the
+    request's usage record takes the error's status."""
+    error = as_api_error(exc)
+    note_stream_status(raw, error.status)
+    return sse(error.body())
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:

@@ -288,7 +288,7 @@ class CompletionServing(ServingPipeline[CompletionRequest, CompletionWork, Compl
                     }
                 )
         except Exception as exc:  # the stream has started: report in-band
-            yield sse_error(exc)
+            yield sse_error(exc, raw)
         finally:
             for stream in streams:
                 stream.cancel()

@@ -71,7 +71,9 @@ class GenerationModel:
     async def start(self) -> None:
         spec = self.engine_spec()
         engine: EngineClient
-        if self.options.worker:
+        # A GGUF file's tokenizer loads here without its weights; a Hugging Face folder's engine
+        # (transformers) stays in this process, its backend tokenizing too.
+        if self.options.worker and not Path(spec.path).is_dir():
             engine = WorkerEngine(spec, name=self.spec.name, max_queued=self.options.max_queued_requests)
             await engine.start()
         else:

@@ -8,13 +8,17 @@ What OpenVINO GenAI 2026.4 does differently (read in its sampler's source and me
   >= 0, else `logit += p`), which raises negative logits; OpenAI's are plain subtractions.
   Different semantics, so both are refused when non-zero.
 - `ignore_eos` also disables `stop_token_ids`: the engine checks stop tokens itself.
-- structured output is xgrammar: JSON with any whitespace between tokens (not our one layout).
+- structured output is xgrammar; its JSON schemas allow any whitespace, in which a small model
+  loops until `max_tokens` (SmolLM2 did for 20 seeds of a strict schema). JSON parts are therefore
+  given as EBNF that xgrammar's own converter writes with one layout (", " and ": ", as
+  json.dumps and our llguidance grammar).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,6 +75,35 @@ def _schema_json(schema: Mapping[str, Any]) -> str:
         raise GrammarError(f"the schema is not JSON: {exc}") from exc
 
 
+JSON_SEPARATORS = (", ", ": ")
+
+
+def json_ebnf(schema: Mapping[str, Any]) -> str:
+    """The schema as xgrammar EBNF with one JSON layout (raises GrammarError)."""
+    import xgrammar
+
+    try:
+        grammar = xgrammar.Grammar.from_json_schema(
+            _schema_json(schema), any_whitespace=False, separators=JSON_SEPARATORS, strict_mode=False
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise GrammarError(f"the schema cannot be compiled into a grammar: {exc}") from exc
+    return _OPEN_REPEAT.sub(_open_repeat, str(grammar))
+
+
+_OPEN_REPEAT = re.compile(r"\{(\d+), -1\}")
+"""xgrammar 0.2's unbounded repetition `{m, -1}`, which OpenVINO's bundled parser rejects."""
+
+
+def _open_repeat(match: re.Match[str]) -> str:
+    least = int(match.group(1))
+    return "*" if least == 0 else "+" if least == 1 else f"{{{least},}}"
+
+
+def _json(schema: Mapping[str, Any]) -> ov.StructuredOutputConfig:
+    return _SO(grammar=json_ebnf(schema))
+
+
 def structured_output(constraint: OutputConstraint) -> ov.StructuredOutputConfig:
     """The constraint as xgrammar structures (raises GrammarError for a bad schema or tool list).
 
@@ -80,18 +113,18 @@ def structured_output(constraint: OutputConstraint) -> ov.StructuredOutputConfig
     parameters, as our llguidance grammar, with xgrammar's free JSON whitespace.
     """
     if constraint.kind == "json_object":
-        return _SO(json_schema=_schema_json({"type": "object"}))
+        return _json({"type": "object"})
     if constraint.kind == "json_schema":
         schema = constraint.schema or {}
         if not isinstance(schema, Mapping):
             raise GrammarError("the JSON schema must be an object")
-        return _SO(json_schema=_schema_json(closed_schema(schema) if constraint.closed else schema))
+        return _json(closed_schema(schema) if constraint.closed else schema)
     if not constraint.functions:
         raise GrammarError("no functions to call")
     calls = [function_call_schema(name, params) for name, params in constraint.functions]
     if constraint.wrapped:
         open_tag, close_tag = TOOL_CALL_OPEN + "\n", "\n" + TOOL_CALL_CLOSE
-        tags = [_SO.Tag(open_tag, _SO.JSONSchema(_schema_json(call)), close_tag) for call in calls]
+        tags = [_SO.Tag(open_tag, _SO.EBNF(json_ebnf(call)), close_tag) for call in calls]
         return _SO(
             compound_grammar=_SO.TagsWithSeparator(
                 tags, "\n", at_least_one=True, stop_after_first=not constraint.parallel
@@ -99,8 +132,8 @@ def structured_output(constraint: OutputConstraint) -> ov.StructuredOutputConfig
         )
     one: dict[str, Any] = calls[0] if len(calls) == 1 else {"anyOf": calls}
     if not constraint.parallel:
-        return _SO(json_schema=_schema_json(one))
-    return _SO(json_schema=_schema_json({"anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}))
+        return _json(one)
+    return _json({"anyOf": [one, {"type": "array", "items": one, "minItems": 1}]})
 
 
 def validate_constraint(constraint: OutputConstraint) -> ov.StructuredOutputConfig:
