@@ -63,7 +63,7 @@ bench: setup
 	PYTHONPATH=src $(BIN)/python benchmarks/encoders/bench_packing.py
 	$(BIN)/python -m pip install --quiet --no-deps --target .cache/bench-deps starlette-context==0.5.1 \
 		sse-starlette==3.7.0 pydantic-settings==2.16.3 python-dotenv==1.2.4
-	PYTHONPATH=src $(BIN)/python benchmarks/generation/bench_generation.py
+	PYTHONPATH=src $(BIN)/python benchmarks/generation/bench_generation.py --api chat
 	PYTHONPATH=src $(BIN)/python benchmarks/generation/llama_ceiling.py
 
 .PHONY: load fuzz

@@ -26,7 +26,7 @@ from aios_serve.engine.generation.factory import EngineSpec
 from aios_serve.engine.generation.interface import EngineUnavailable
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.engine.generation.worker import WorkerEngine
-from aios_serve.engine.generation.worker.client import HANG_TIMEOUT_ENV, TEST_HANG_ENV
+from aios_serve.engine.generation.worker.state import HANG_TIMEOUT_ENV, TEST_HANG_ENV
 from aios_serve.models.bundled import resolve_bundled
 from tests.servers import running_server, write_config
 

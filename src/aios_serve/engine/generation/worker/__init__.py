@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
-from aios_serve.engine.generation.worker.client import WorkerEngine, WorkerHealth, WorkerState
+from aios_serve.engine.generation.worker.client import WorkerEngine
+from aios_serve.engine.generation.worker.state import WorkerHealth, WorkerState
 
 __all__ = ["WorkerEngine", "WorkerHealth", "WorkerState"]

@@ -23,15 +23,13 @@ import itertools
 import logging
 import math
 import os
-import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Literal
+from typing import Any
 
 from aios_serve.engine.generation.interface import EngineUnavailable, QueueFull, RequestUpdate, UpdateStream
 from aios_serve.engine.generation.sampling import SamplingParams
@@ -50,29 +48,21 @@ from aios_serve.engine.generation.worker.messages import (
     decode_error,
 )
 from aios_serve.engine.generation.worker.process import Opener, WorkerOptions, worker_main
+from aios_serve.engine.generation.worker.state import (
+    BACKOFF_FIRST_S,
+    BACKOFF_MAX_S,
+    BACKOFF_RESET_AFTER_S,
+    DEFAULT_HANG_TIMEOUT_S,
+    HANG_TIMEOUT_ENV,
+    STOP_TIMEOUT_S,
+    TEST_HANG_ENV,
+    WorkerHealth,
+    WorkerState,
+    describe_exit,
+)
 from aios_serve.observability.engine_stats import EngineStats
 
 log = logging.getLogger("aios_serve.engine.generation.worker")
-
-WorkerState = Literal["starting", "ready", "restarting", "stopped"]
-BACKOFF_FIRST_S = 1.0
-BACKOFF_MAX_S = 30.0
-BACKOFF_RESET_AFTER_S = 60.0
-DEFAULT_HANG_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
-HANG_TIMEOUT_ENV = "AIOS_WORKER_HANG_TIMEOUT_S"
-TEST_HANG_ENV = "AIOS_WORKER_TEST_HANG_AFTER_STEPS"
-"""Test hook: the first worker's loop sleeps after this many update batches."""
-
-
-@dataclass(frozen=True)
-class WorkerHealth:
-    """What /health and /metrics show of a worker."""
-
-    state: WorkerState
-    restarts: int
-    pid: int | None
-    last_exit: str | None
 
 
 class _Launch:
@@ -316,7 +306,7 @@ class WorkerEngine:
         if process.is_alive():  # closed its pipe but lingers
             process.kill()
             await asyncio.to_thread(process.join, 5)
-        how = _describe_exit(process.exitcode)
+        how = describe_exit(process.exitcode)
         if launch.hung:
             how = f"hung (no engine step in {self.hang_timeout_s:.0f} s) and {how}"
         if not launch.ready.done():
@@ -408,14 +398,3 @@ class WorkerEngine:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
