@@ -341,6 +341,17 @@ def test_hung_worker_behind_a_server_is_restarted(tmp_path: Path) -> None:
         assert answer.status_code == 200
 
 
+def test_an_idle_worker_is_not_taken_for_hung(tmp_path: Path) -> None:
+    """The hang clock starts when work arrives: a worker idle for longer than the bound, then
+    asked to check a request (a grammar to compile), is not killed."""
+    with worker_server(tmp_path, {HANG_TIMEOUT_ENV: "2"}) as (url, _):
+        time.sleep(4)
+        body = {**chat_body(False, 8), "response_format": {"type": "json_object"}}
+        answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert restarts(url) == 0
+
+
 def test_killed_server_leaves_no_worker(tmp_path: Path) -> None:
     with worker_server(tmp_path) as (_, server_pid):
         worker = worker_pid(server_pid)

@@ -176,7 +176,10 @@ class WorkerEngine:
             return
         request_id = next(self._ids)
         reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._checks[request_id] = reply
+        with self._lock:
+            if not (self._streams or self._checks):
+                self._progress_at = time.monotonic()  # the hang clock starts with the work
+            self._checks[request_id] = reply
         try:
             self._send(Check(request_id, params, n))
             answer = await reply
