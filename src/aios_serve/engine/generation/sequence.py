@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aios_serve.engine.generation.backend import Logits
+from aios_serve.engine.generation.choices import take_choice_update
 from aios_serve.engine.generation.constraints import CompiledGrammar
-from aios_serve.engine.generation.interface import ChoiceUpdate, RequestUpdate
+from aios_serve.engine.generation.interface import RequestUpdate
 from aios_serve.engine.generation.sampling import (
     SamplingParams,
     SequenceSampler,
@@ -119,26 +120,8 @@ class RequestState:
 
     def take_update(self) -> RequestUpdate | None:
         """Collect the choices that moved since the last call."""
-        choices: list[ChoiceUpdate] = []
-        for seq in self.seqs:
-            if seq.reported_finish:
-                continue
-            final = seq.finished
-            delta = seq.text.take_delta(final)
-            if not (delta or seq.new_tokens or final):
-                continue
-            choices.append(
-                ChoiceUpdate(
-                    index=seq.index,
-                    text=delta,
-                    token_ids=seq.new_tokens,
-                    logprobs=seq.new_logprobs,
-                    finish_reason=seq.finish_reason,
-                    stop_reason=seq.stop_reason,
-                )
-            )
-            seq.new_tokens, seq.new_logprobs = [], []
-            seq.reported_finish = final
+        moved = (take_choice_update(seq) for seq in self.seqs)
+        choices = [choice for choice in moved if choice is not None]
         if not choices:
             return None
         update = RequestUpdate(choices=choices, finished=self.done)

@@ -7,7 +7,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from aios_serve.engine.generation.interface import ChoiceUpdate, RequestUpdate, UpdateStream
+from aios_serve.engine.generation.choices import take_choice_update
+from aios_serve.engine.generation.interface import RequestUpdate, UpdateStream
 from aios_serve.engine.generation.sampling import SamplingParams, TokenLogprobs
 from aios_serve.engine.generation.text import OutputText
 
@@ -61,26 +62,8 @@ class Request:
 
     def take_update(self) -> RequestUpdate | None:
         """The choices that moved since the last call, as one update (None if none moved)."""
-        updates: list[ChoiceUpdate] = []
-        for choice in self.choices:
-            if choice.reported_finish:
-                continue
-            final = choice.finished
-            delta = choice.text.take_delta(final)
-            if not (delta or choice.new_tokens or final):
-                continue
-            updates.append(
-                ChoiceUpdate(
-                    index=choice.index,
-                    text=delta,
-                    token_ids=choice.new_tokens,
-                    logprobs=choice.new_logprobs,
-                    finish_reason=choice.finish_reason,
-                    stop_reason=choice.stop_reason,
-                )
-            )
-            choice.new_tokens, choice.new_logprobs = [], []
-            choice.reported_finish = final
+        moved = (take_choice_update(choice) for choice in self.choices)
+        updates = [update for update in moved if update is not None]
         if not updates:
             return None
         return RequestUpdate(choices=updates, finished=self.done)
