@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from aios_serve.engine.errors import EngineError, EngineUnavailable, QueueFull, UnsupportedParameter
 from aios_serve.engine.generation.constraints.spec import OutputConstraint
 from aios_serve.engine.generation.sampling import SamplingParams, TokenLogprobs
 from aios_serve.observability.engine_stats import EngineStats
@@ -33,35 +35,6 @@ __all__ = [
     "UpdateStream",
     "Vocabulary",
 ]
-
-
-# --- typed errors -------------------------------------------------------------------------
-
-
-class EngineError(Exception):
-    """Base of what an engine raises; serving maps each to a status and a parameter."""
-
-
-class QueueFull(EngineError):
-    """The engine has too many queued requests; retry shortly (503 with Retry-After)."""
-
-
-class EngineUnavailable(EngineError):
-    """The engine is not running (its worker died or is restarting); 503 with Retry-After."""
-
-    def __init__(self, message: str, retry_after: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class UnsupportedParameter(EngineError):
-    """A request parameter this engine cannot honour (a 400 naming it and the engine)."""
-
-    def __init__(self, param: str, engine: str, detail: str = "") -> None:
-        message = f"`{param}` is not supported by the {engine} engine"
-        super().__init__(message + (f": {detail}" if detail else "."))
-        self.param = param
-        self.engine = engine
 
 
 # --- what comes out -----------------------------------------------------------------------
@@ -100,17 +73,51 @@ class UpdateStream:
         self.prompt_tokens = prompt_tokens
         self._on_cancel: Callable[[], None] | None = None
         self._closed = False
+        self._lock = threading.Lock()
+        self._pending: list[RequestUpdate] = []
+        self._wake_scheduled = False
+        self._sink: Callable[[RequestUpdate], None] | None = None
 
     def on_cancel(self, abort: Callable[[], None]) -> None:
         """What `cancel()` calls (set by the engine when it accepts the request)."""
         self._on_cancel = abort
 
     def deliver(self, update: RequestUpdate) -> None:
-        """Hand over an update; safe to call from any thread."""
+        """Hand over an update; safe to call from any thread. Updates that arrive while the loop
+        has not yet taken the last ones ride on the same wake-up."""
+        with self._lock:
+            sink = self._sink
+            if sink is None:
+                self._pending.append(update)
+                if self._wake_scheduled:
+                    return
+                self._wake_scheduled = True
+        if sink is not None:
+            sink(update)
+            return
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, update)
+            self._loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the event loop is gone (shutdown)
             log.debug("dropping an update for a closed event loop")
+
+    def _wake(self) -> None:
+        with self._lock:
+            updates, self._pending = self._pending, []
+            self._wake_scheduled = False
+        for update in updates:
+            self._queue.put_nowait(update)
+
+    def forward_to(self, sink: Callable[[RequestUpdate], None]) -> None:
+        """From now on, hand every update to `sink` on the delivering thread instead of queueing
+        it for this loop (a worker writes them straight to its pipe). Call on the loop's thread;
+        updates already delivered go to `sink` first, in order."""
+        with self._lock:
+            while not self._queue.empty():
+                sink(self._queue.get_nowait())
+            for update in self._pending:
+                sink(update)
+            self._pending.clear()
+            self._sink = sink
 
     def cancel(self) -> None:
         """Stop generating; the engine frees the request at its next step."""

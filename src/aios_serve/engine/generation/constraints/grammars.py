@@ -10,16 +10,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aios_serve.engine.errors import GrammarError
 from aios_serve.engine.generation.constraints.schemas import EMPTY_OBJECT, closed_schema
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
-
-
-class GrammarError(ValueError):
-    """A schema or tool definition that cannot be compiled into a grammar."""
 
 
 def _lark_string(text: str) -> str:

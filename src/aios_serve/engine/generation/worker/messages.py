@@ -11,12 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aios_serve.engine.generation.interface import (
-    EngineUnavailable,
-    QueueFull,
-    RequestUpdate,
-    UnsupportedParameter,
-)
+from aios_serve.engine.errors import EngineUnavailable, GrammarError, QueueFull, UnsupportedParameter
+from aios_serve.engine.generation.interface import RequestUpdate
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.observability.engine_stats import EngineStats
 
@@ -130,10 +126,8 @@ FromWorker = Ready | Failed | Reply | Updates | Heartbeat
 
 def encode_error(exc: BaseException) -> ErrorInfo:
     """An engine exception as plain data."""
-    from aios_serve.engine.generation.constraints.grammars import GrammarError
-
     if isinstance(exc, QueueFull):
-        return ErrorInfo("queue_full", str(exc))
+        return ErrorInfo("queue_full", str(exc), retry_after=exc.retry_after)
     if isinstance(exc, EngineUnavailable):
         return ErrorInfo("unavailable", str(exc), retry_after=exc.retry_after)
     if isinstance(exc, UnsupportedParameter):
@@ -145,10 +139,8 @@ def encode_error(exc: BaseException) -> ErrorInfo:
 
 def decode_error(info: ErrorInfo) -> Exception:
     """The typed exception an `ErrorInfo` stands for (RuntimeError for anything unexpected)."""
-    from aios_serve.engine.generation.constraints.grammars import GrammarError
-
     if info.kind == "queue_full":
-        return QueueFull(info.message)
+        return QueueFull(info.message, info.retry_after)
     if info.kind == "unavailable":
         return EngineUnavailable(info.message, info.retry_after)
     if info.kind == "unsupported":

@@ -1,9 +1,11 @@
 """The generation worker's main: one spawned process per model, running the model's engine.
 
-It opens the engine from its `EngineSpec`, answers `Ready`, then serves `Submit`/`Abort`/`Check`/
-`Stop` messages on its own asyncio loop. Each request's updates are collected as the engine
-delivers them and sent as one `Updates` batch per loop turn (one engine step delivers all its
-requests' updates at once, so that is a batch per step). A `Heartbeat` goes out every second.
+It opens the engine from its `EngineSpec`, answers `Ready`, then takes `Submit`/`Abort`/`Check`/
+`Stop` messages on its own asyncio loop. Updates do not pass through that loop: each request's
+stream hands them, on the engine's own thread, to an outbox, and one sender thread writes what
+has gathered as one `Updates` message (while it writes, the next step's updates gather, so a
+batch is about a step). The sender is the pipe's only writer (check replies go through it too)
+and sends a `Heartbeat` when it has had nothing to send for a second.
 
 The worker never outlives the server: a thread reading the pipe exits the process at EOF, and
 another polls `os.getppid()` (the pipe may stay open if its end leaked into another process).
@@ -12,6 +14,7 @@ another polls `os.getppid()` (the pipe may stay open if its end leaked into anot
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -38,6 +41,7 @@ from aios_serve.engine.generation.worker.messages import (
     Updates,
     encode_error,
 )
+from aios_serve.observability.engine_stats import EngineStats
 
 log = logging.getLogger("aios_serve.engine.generation.worker")
 
@@ -97,10 +101,11 @@ class _Worker:
         self.options = options
         self.engine: EngineClient | None = None
         self.streams: dict[int, UpdateStream] = {}
-        self.pumps: dict[int, asyncio.Task[None]] = {}
         self.checks: set[asyncio.Task[None]] = set()
         self.outbox: list[tuple[int, RequestUpdate, ErrorInfo | None]] = []
-        self.flush_scheduled = False
+        self.replies: list[Reply] = []
+        self.outbox_ready = threading.Condition()
+        self.sending = True
         self.batches = 0
         self.stopping: asyncio.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -119,12 +124,15 @@ class _Worker:
             engine.engine_name, engine.context_length, engine.max_sequences, tuple(engine.eog_ids)
         )
         self.conn.send(Ready(info))
+        sender = threading.Thread(target=self._send_forever, name="worker-sender", daemon=True)
+        sender.start()
         threading.Thread(target=self._read, name="worker-reader", daemon=True).start()
-        beat = asyncio.create_task(self._heartbeat())
         await self.stopping.wait()
-        beat.cancel()
         await engine.stop()
-        await asyncio.sleep(0)  # let the pumps see the engine's final errors (the server ignores them)
+        with self.outbox_ready:
+            self.sending = False
+            self.outbox_ready.notify()
+        await asyncio.to_thread(sender.join, HEARTBEAT_S)
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -145,12 +153,10 @@ class _Worker:
         if isinstance(message, Submit):
             self._submit(message)
         elif isinstance(message, Abort):
-            stream = self.streams.pop(message.request_id, None)
-            pump = self.pumps.pop(message.request_id, None)
+            with self.outbox_ready:
+                stream = self.streams.pop(message.request_id, None)
             if stream is not None:
                 stream.cancel()
-            if pump is not None:
-                pump.cancel()
         elif isinstance(message, Check):
             task = asyncio.create_task(self._check(message))
             self.checks.add(task)
@@ -164,10 +170,11 @@ class _Worker:
         try:
             stream = self.engine.generate(message.prompt_ids, message.params, message.n)
         except Exception as exc:  # QueueFull, EngineUnavailable...: the request's only update
-            self._queue(message.request_id, RequestUpdate(finished=True), encode_error(exc))
+            self._post(message.request_id, RequestUpdate(finished=True), encode_error(exc))
             return
-        self.streams[message.request_id] = stream
-        self.pumps[message.request_id] = asyncio.create_task(self._pump(message.request_id, stream))
+        with self.outbox_ready:
+            self.streams[message.request_id] = stream
+        stream.forward_to(functools.partial(self._post, message.request_id))
 
     async def _check(self, message: Check) -> None:
         assert self.engine is not None
@@ -176,50 +183,50 @@ class _Worker:
             await self.engine.check(message.params, message.n)
         except Exception as exc:
             error = encode_error(exc)
-        self.conn.send(Reply(message.request_id, error))
+        with self.outbox_ready:
+            self.replies.append(Reply(message.request_id, error))
+            self.outbox_ready.notify()
 
     # --- sending --------------------------------------------------------------------------
 
-    async def _pump(self, request_id: int, stream: UpdateStream) -> None:
-        try:
-            async for update in stream:
-                self._queue(request_id, update, None)
-        except Exception as exc:
-            self._queue(request_id, RequestUpdate(finished=True), encode_error(exc))
-        finally:
-            self.streams.pop(request_id, None)
-            self.pumps.pop(request_id, None)
-
-    def _queue(self, request_id: int, update: RequestUpdate, error: ErrorInfo | None) -> None:
+    def _post(self, request_id: int, update: RequestUpdate, error: ErrorInfo | None = None) -> None:
+        """An update for the sender; called on the engine's thread as the engine delivers it."""
         if update.error is not None:
             error, update = encode_error(update.error), replace(update, error=None, finished=True)
-        self.outbox.append((request_id, update, error))
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            assert self.loop is not None
-            self.loop.call_soon(self._flush)
+        with self.outbox_ready:
+            if update.finished or error is not None:
+                self.streams.pop(request_id, None)
+            self.outbox.append((request_id, update, error))
+            self.outbox_ready.notify()
 
-    def _flush(self) -> None:
-        """Send what the last engine step produced, as one message."""
-        self.flush_scheduled = False
-        items, self.outbox = self.outbox, []
-        if not items or self.engine is None:
-            return
-        self.batches += 1
-        self.conn.send(Updates(items, self.engine.stats(), self._progress()))
+    def _send_forever(self) -> None:
+        """The sender thread: what gathered in the outbox as one `Updates`, else a heartbeat."""
+        assert self.engine is not None
+        while True:
+            with self.outbox_ready:
+                if not (self.outbox or self.replies) and self.sending:
+                    self.outbox_ready.wait(HEARTBEAT_S)
+                items, self.outbox = self.outbox, []
+                replies, self.replies = self.replies, []
+                sending = self.sending
+            for reply in replies:
+                self.conn.send(reply)
+            stats = self.engine.stats()
+            if items:
+                self.batches += 1
+                self.conn.send(Updates(items, stats, self._progress(stats)))
+                self._test_hang()
+            elif not replies:
+                self.conn.send(Heartbeat(stats, self._progress(stats)))
+            if not sending:
+                return
+
+    def _test_hang(self) -> None:
         hang_after = self.options.hang_after_steps
         if hang_after is not None and self.batches >= hang_after:
             log.warning("test hook: the worker hangs after %d update batches", self.batches)
             time.sleep(3600)
 
-    def _progress(self) -> int:
+    def _progress(self, stats: EngineStats) -> int:
         """Steps so far: forward passes where the engine counts them, plus batches sent."""
-        assert self.engine is not None
-        stats = self.engine.stats()
         return self.batches + (stats.prompt_passes or 0) + (stats.decode_passes or 0)
-
-    async def _heartbeat(self) -> None:
-        assert self.engine is not None
-        while True:
-            await asyncio.sleep(HEARTBEAT_S)
-            self.conn.send(Heartbeat(self.engine.stats(), self._progress()))
