@@ -12,6 +12,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aios_serve.api.common.context import Usage, context_of
 from aios_serve.observability.metrics import ServerMetrics
 from aios_serve.observability.middleware import ObservabilityMiddleware
 from aios_serve.usage.records import UsageRecord
@@ -23,8 +24,8 @@ RECORDS = 100_000
 
 async def model_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """A request that reached a model and reported its usage, answered at once."""
-    scope["state"]["model"] = "m"
-    scope["state"]["usage"] = (10, 2)
+    context = context_of(scope)
+    context.model, context.usage = "m", Usage(10, 2)
     headers = [(b"content-type", b"application/json")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"{}"})

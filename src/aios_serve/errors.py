@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -10,6 +11,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from aios_serve.engine.errors import (
+    EngineUnavailable,
+    GrammarError,
+    InferenceFailed,
+    InputTooLong,
+    QueueFull,
+    TokenOutOfVocabulary,
+    UnsupportedParameter,
+)
 
 
 class ErrorKind(enum.Enum):
@@ -155,3 +166,39 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def api_error_from_engine(
+    exc: BaseException, param: str | None = None, renames: Mapping[str, str] | None = None
+) -> ApiError:
+    """An engine's typed error as the API reports it. `param` is the request field the engine's
+    input came from; `renames` maps engine parameter names to the request's (e.g. completions'
+    `echo` asks for `prompt_logprobs`). Anything untyped is a 500."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, (QueueFull, EngineUnavailable)):
+        what = str(exc) if isinstance(exc, QueueFull) else f"the model's engine is unavailable: {exc}"
+        message = f"{what[:1].upper()}{what[1:]}; retry shortly."
+        return ApiError(ErrorKind.OVERLOADED, message, headers={"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, UnsupportedParameter):
+        asked = (renames or {}).get(exc.param, exc.param)
+        return invalid(str(exc).replace(f"`{exc.param}`", f"`{asked}`"), asked)
+    if isinstance(exc, GrammarError):
+        return invalid(str(exc), param)
+    if isinstance(exc, InputTooLong):
+        where = f"{param}[{exc.index}]"
+        return invalid(
+            f"This model's maximum context length is {exc.limit} tokens. However, you requested "
+            f"{exc.length} tokens in {'the pair with ' + where if exc.pair else where}. Please "
+            "reduce the length of the input.",
+            param,
+        )
+    if isinstance(exc, TokenOutOfVocabulary):
+        return invalid(
+            f"{param}[{exc.index}]: token id {exc.token_id} is outside the vocabulary "
+            f"(0..{exc.vocab_size - 1}).",
+            param,
+        )
+    if isinstance(exc, InferenceFailed):
+        return ApiError(ErrorKind.INTERNAL, f"Inference failed: {exc.cause}")
+    return ApiError(ErrorKind.INTERNAL, f"The engine failed: {type(exc).__name__}: {exc}")

@@ -16,23 +16,24 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aios_serve.api.common.context import context_of
 from aios_serve.config import ServerConfig
 from aios_serve.errors import ApiError, ErrorKind, error_response
 from aios_serve.limits import BodySizeLimitMiddleware
+from aios_serve.observability.request_ids import REQUEST_ID_HEADER
 from aios_serve.security import ApiKeyMiddleware, KeyRing
 
 log = logging.getLogger("aios_serve.lifecycle")
 
-REQUEST_ID_HEADER = b"x-request-id"
-
 
 def _request_id(scope: Scope, response_headers: list[tuple[bytes, bytes]]) -> str:
     """The id the observability middleware gave the request, else the response's or the client's."""
-    state_id = scope.get("state", {}).get("request_id")
-    if state_id:
-        return str(state_id)
+    state_id = context_of(scope).request_id
+    if state_id != "-":
+        return state_id
+    wanted = REQUEST_ID_HEADER.lower().encode()
     for name, value in [*response_headers, *scope["headers"]]:
-        if name.lower() == REQUEST_ID_HEADER:
+        if name.lower() == wanted:
             return value.decode("latin-1")
     return f"unlabelled-{uuid.uuid4().hex[:12]}"
 
@@ -98,14 +99,14 @@ class RequestGuardMiddleware:
             nonlocal timed_out
             if not started:
                 timed_out = True
-                scope.setdefault("state", {})["cancelled"] = "timeout"
+                context_of(scope).cancelled = "timeout"
                 app_task.cancel()
 
         def on_disconnect(_: asyncio.Task[None]) -> None:
             nonlocal client_left
             if watch.disconnected.is_set() and not finished and not app_task.done():
                 client_left = True
-                scope.setdefault("state", {})["cancelled"] = "client_disconnected"
+                context_of(scope).cancelled = "client_disconnected"
                 log.info("client left %s %s; cancelling its request", scope["method"], scope["path"])
                 app_task.cancel()
 

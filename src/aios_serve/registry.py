@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from aios_serve.config import Capability, ModelSpec, ServerConfig
 from aios_serve.errors import ApiError, ErrorKind
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
 log = logging.getLogger("aios_serve.registry")
+
+
+class Forwarder(Protocol):
+    """A model served elsewhere: the request, checked against the API, is passed on as is."""
+
+    async def forward(self, capability: Capability, raw: Request) -> Response: ...
+
+    async def forward_path(self, path: str, raw: Request) -> Response:
+        """Relay a request to an endpoint outside the capabilities' own (`/tokenize`)."""
 
 
 @runtime_checkable
@@ -17,6 +30,8 @@ class ServedModel(Protocol):
     """What every engine hands the registry, whatever its backend."""
 
     spec: ModelSpec
+    forwarder: Forwarder | None
+    """Set on a model that another server runs; None for the models this process runs."""
 
     @property
     def max_model_len(self) -> int: ...
@@ -46,7 +61,7 @@ def capabilities_of(model: ServedModel) -> tuple[Capability, ...]:
 def build_model(spec: ModelSpec) -> ServedModel:
     """Pick the engine for a model's kind. Imports are lazy so unused engines cost nothing."""
     if spec.kind == "remote":
-        from aios_serve.engine.remote.model import RemoteModel
+        from aios_serve.remote.model import RemoteModel
 
         return RemoteModel(spec)
     if spec.kind in ("embedding", "cross-encoder"):

@@ -7,13 +7,13 @@ from prometheus_client import Gauge
 
 from aios_serve.config import ServerConfig
 from aios_serve.observability.metrics import ServerMetrics
-from aios_serve.observability.middleware import ObservabilityMiddleware, note_first_token, request_id_of
+from aios_serve.observability.middleware import ObservabilityMiddleware, request_id_of
 from aios_serve.observability.router import router as metrics_router
 from aios_serve.registry import ModelRegistry
 from aios_serve.usage.router import router as usage_router
 from aios_serve.usage.store import UsageStore, default_store_path
 
-__all__ = ["Observability", "install_observability", "note_first_token", "request_id_of"]
+__all__ = ["Observability", "install_observability", "request_id_of"]
 
 
 class Observability:

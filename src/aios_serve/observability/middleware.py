@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aios_serve.api.common.request_state import caller_of
+from aios_serve.api.common.context import RequestContext, context_of
 from aios_serve.observability.metrics import ServerMetrics
 from aios_serve.observability.request_ids import REQUEST_ID_HEADER, current_request_id, request_id_from
 from aios_serve.usage.records import UsageRecord, api_type_of
@@ -22,17 +21,10 @@ access_log = logging.getLogger("aios_serve.access")
 # A response cut short because the client went away (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
 GENERATION_APIS = frozenset({"completions", "chat"})
-FIRST_TOKEN_STATE_KEY = "first_token_at"
-
-
-def note_first_token(request: Request) -> None:
-    """Generation serving may call this when a request's first token is out (time to first token)."""
-    if getattr(request.state, FIRST_TOKEN_STATE_KEY, None) is None:
-        setattr(request.state, FIRST_TOKEN_STATE_KEY, time.perf_counter())
 
 
 def request_id_of(request: Request) -> str:
-    return str(getattr(request.state, "request_id", "-"))
+    return context_of(request).request_id
 
 
 @dataclass
@@ -62,8 +54,8 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = request_id_from(_header(scope, b"x-request-id"))
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        context = context_of(scope)
+        context.request_id = request_id
         # Not reset: each request has its own task, and error handlers outside log with the id too.
         current_request_id.set(request_id)
         exchange = _Exchange(started=time.perf_counter(), arrived=time.time(), request_id=request_id)
@@ -93,7 +85,7 @@ class ObservabilityMiddleware:
         if not exchange.finished:
             # The app returned without a last chunk: the client left (the request guard marks
             # that in the state, also when it left before the response began).
-            client_left = exchange.status is not None or state.get("cancelled") == "client_disconnected"
+            client_left = exchange.status is not None or context.cancelled == "client_disconnected"
             self._finish(scope, exchange, CLIENT_CLOSED_REQUEST if client_left else 500)
 
     def _finish(self, scope: Scope, exchange: _Exchange, status: int) -> None:
@@ -107,19 +99,24 @@ class ObservabilityMiddleware:
     def _account(self, scope: Scope, exchange: _Exchange, status: int) -> None:
         now = time.perf_counter()
         latency_s = now - exchange.started
-        state: dict[str, Any] = scope.get("state", {})
-        status = int(state.get("stream_status") or status)  # a stream that ended in an error
+        context = context_of(scope)
+        status = context.stream_status or status  # a stream that ended in an error
         route = scope.get("route")
         endpoint = str(getattr(route, "path", "unmatched"))
-        model = state.get("model")
-        usage = state.get("usage")
+        model = context.model
+        usage = context.usage
         api = api_type_of(endpoint)
-        first_token_s = self._first_token_s(state, exchange, api)
+        first_token_s = self._first_token_s(context, exchange, api)
+        prompt_tokens, completion_tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
         self.metrics.observe_request(
-            endpoint, model, status, latency_s, usage if model else None, first_token_s
+            endpoint,
+            model,
+            status,
+            latency_s,
+            (prompt_tokens, completion_tokens) if model else None,
+            first_token_s,
         )
-        caller = caller_of(Request(scope)).name
-        prompt_tokens, completion_tokens = usage if usage else (0, 0)
+        caller = context.caller.name
         if model is not None and self.record_usage:
             self.store.add(
                 UsageRecord(
@@ -150,13 +147,12 @@ class ObservabilityMiddleware:
         )
 
     @staticmethod
-    def _first_token_s(state: dict[str, Any], exchange: _Exchange, api: str) -> float | None:
-        """The engine's note if any; else, for a streamed generation, its first chunk."""
-        if api not in GENERATION_APIS or state.get("model") is None:
+    def _first_token_s(context: RequestContext, exchange: _Exchange, api: str) -> float | None:
+        """The serving's note if any; else, for a streamed generation, its first chunk."""
+        if api not in GENERATION_APIS or context.model is None:
             return None
-        noted = state.get(FIRST_TOKEN_STATE_KEY)
-        if isinstance(noted, float):
-            return noted - exchange.started
+        if context.first_token_at is not None:
+            return context.first_token_at - exchange.started
         if exchange.streaming and exchange.first_body_at is not None:
             return exchange.first_body_at - exchange.started
         return None

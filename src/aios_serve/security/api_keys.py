@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from aios_serve.api.common.request_state import Caller
+from aios_serve.api.common.context import Caller
 
 
 class ApiKeySpec(BaseModel):

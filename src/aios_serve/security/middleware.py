@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from aios_serve.api.common.request_state import ANONYMOUS
+from aios_serve.api.common.context import context_of
 from aios_serve.errors import ApiError, ErrorKind, error_response
 from aios_serve.security.api_keys import KeyRing
 
@@ -36,7 +36,7 @@ class OpenPaths:
 
 
 class ApiKeyMiddleware:
-    """Sets `request.state.caller` on every request: the key's caller, or anonymous when no keys
+    """Sets the request context's `caller` on every request: the key's caller, or anonymous when no keys
     are configured. With keys, a request without a valid `Authorization: Bearer <key>` is 401,
     except on `open_paths` (a trailing `*` makes a prefix) and CORS preflights, which never
     carry credentials."""
@@ -50,8 +50,7 @@ class ApiKeyMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state = scope.setdefault("state", {})
-        state["caller"] = ANONYMOUS
+        context = context_of(scope)
         if not self.keys or scope["path"] in self.open_paths or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
@@ -66,5 +65,5 @@ class ApiKeyMiddleware:
             error = ApiError(ErrorKind.UNAUTHORIZED, message, headers=CHALLENGE)
             await error_response(error)(scope, receive, send)
             return
-        state["caller"] = caller
+        context.caller = caller
         await self.app(scope, receive, send)

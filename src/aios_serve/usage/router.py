@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, Response
 
+from aios_serve.api.common.context import Caller, context_of
 from aios_serve.api.common.protocol import ERROR_RESPONSES
-from aios_serve.api.common.request_state import Caller, caller_of
 from aios_serve.api.common.responses import json_response
 from aios_serve.errors import ApiError, ErrorKind
 from aios_serve.usage.queries import GROUP_KEYS, UsageQuery, build_query, iso_utc, parse_bucket
@@ -54,7 +54,7 @@ async def read_usage(
     caller: str | None = Query(None, description="only this caller's records (admin keys only)"),
 ) -> Response:
     """Calls and tokens, grouped by caller, model, API type and time bucket."""
-    query = scoped_to(build_query(start, end, group_by, bucket, caller), caller_of(raw))
+    query = scoped_to(build_query(start, end, group_by, bucket, caller), context_of(raw).caller)
     rows = await store_of(raw).aggregate_async(query)
     return json_response(
         {
@@ -81,7 +81,7 @@ async def usage_report(
     bucket: str | None = Query(None, description="hour or day; default: hour up to 72 hours"),
 ) -> Response:
     """Calls and tokens over time per model, charted as SVG on the server."""
-    caller = caller_of(raw)
+    caller = context_of(raw).caller
     chosen = parse_bucket(bucket) or ("hour" if hours <= 72 else "day")
     end = time.time()
     start = end - hours * 3600
