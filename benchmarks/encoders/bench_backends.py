@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aios_serve.backends.encoder_base import EncodedInput, EncoderBackend
 from aios_serve.backends.onnx_encoder import OnnxEncoderBackend
 from aios_serve.backends.torch_encoder import TorchEncoderBackend
+from aios_serve.engine.encoder.backend import EncodedInput, EncoderBackend
 from aios_serve.models.bundled import resolve_bundled
 
 

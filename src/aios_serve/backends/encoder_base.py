@@ -1,16 +1,18 @@
-"""What every encoder backend shares: tokenizer, pooling, limits, padding and warm-up."""
+"""What the encoder backends share: tokenizer, pooling, limits, padding and warm-up. They implement
+the engine's interface, `aios_serve.engine.encoder.backend.EncoderBackend`."""
 
 from __future__ import annotations
 
 import json
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+
+from aios_serve.engine.encoder.backend import EncodedInput
 
 log = logging.getLogger("aios_serve.backends.encoder")
 
@@ -23,17 +25,6 @@ PAD_MULTIPLE = 16
 
 class EncoderLoadError(RuntimeError):
     """The folder does not hold a model this backend can serve."""
-
-
-@dataclass(frozen=True)
-class EncodedInput:
-    """One tokenized sequence ready for a forward pass."""
-
-    input_ids: list[int]
-    token_type_ids: list[int] | None = None
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
 
 
 def read_json(path: Path) -> dict[str, object]:
@@ -94,7 +85,7 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -logits.astype(np.float64))).astype(np.float32)
 
 
-class EncoderBackend(ABC):
+class HfEncoderBackend(ABC):
     """Loads an HF folder's tokenizer and config; subclasses run the forward pass.
 
     Thread-confined by the caller: one forward at a time.

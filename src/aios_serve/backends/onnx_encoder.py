@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from aios_serve.backends.encoder_base import EncoderBackend, EncoderLoadError
+from aios_serve.backends.encoder_base import EncoderLoadError, HfEncoderBackend
 from aios_serve.backends.onnx_export import cached_export
 
 log = logging.getLogger("aios_serve.backends.onnx_encoder")
@@ -29,7 +29,7 @@ def session_options(threads: int | None) -> onnxruntime.SessionOptions:
     return options
 
 
-class OnnxEncoderBackend(EncoderBackend):
+class OnnxEncoderBackend(HfEncoderBackend):
     """Runs an HF encoder's ONNX graph on ONNX Runtime's CPU provider."""
 
     def __init__(

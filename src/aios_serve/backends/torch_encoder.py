@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -13,14 +12,15 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from aios_serve.backends.encoder_base import (
     PAD_MULTIPLE,
-    EncodedInput,
-    EncoderBackend,
     EncoderLoadError,
+    HfEncoderBackend,
     Pooling,
     pool_packed,
     sigmoid,
 )
 from aios_serve.backends.packed_bert import PackedBatch, PackedBert, packable
+from aios_serve.engine.encoder.backend import EncodedInput
+from aios_serve.engine.encoder.options import DType
 
 __all__ = [
     "PAD_MULTIPLE",
@@ -35,8 +35,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("aios_serve.backends.torch_encoder")
-
-DType = Literal["auto", "float32", "bfloat16"]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -62,7 +60,7 @@ def resolve_dtype(dtype: DType) -> torch.dtype:
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
-class TorchEncoderBackend(EncoderBackend):
+class TorchEncoderBackend(HfEncoderBackend):
     """Runs an HF encoder in torch at the chosen precision."""
 
     def __init__(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, SkipValidation
 
 from aios_serve.api.common.protocol import ApiModel, UsageInfo
 
@@ -52,7 +52,9 @@ class EmbeddingRequest(ApiModel):
 class EmbeddingData(ApiModel):
     index: int
     object: Literal["embedding"] = "embedding"
-    embedding: list[float] | str
+    embedding: SkipValidation[list[float] | str]
+    """A float vector is kept as the engine's numpy row (orjson writes it as an array); base64 is
+    the little-endian float32 bytes."""
 
 
 class EmbeddingResponse(ApiModel):

@@ -3,43 +3,55 @@
 from __future__ import annotations
 
 import base64
+from typing import Any, cast
 
 import numpy as np
-from fastapi import Request
+import orjson
+from pydantic import BaseModel
 from starlette.responses import Response
 
+from aios_serve.api.common.context import RequestContext, Usage
+from aios_serve.api.common.encoder_serving import encoder_truncation
 from aios_serve.api.common.pipeline import ServingPipeline
-from aios_serve.api.common.protocol import new_id, prompt_only_usage, unix_now
-from aios_serve.api.common.request_state import note_usage
-from aios_serve.api.common.responses import json_response
-from aios_serve.api.embeddings.protocol import EmbeddingRequest
+from aios_serve.api.common.protocol import UsageInfo, new_id, unix_now
+from aios_serve.api.embeddings.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse
 from aios_serve.engine.encoder import EncoderModel, TokenizedTexts
-from aios_serve.errors import invalid
+from aios_serve.engine.errors import EngineError
+from aios_serve.errors import ApiError, api_error_from_engine, invalid
 from aios_serve.limits import check_count, check_total_tokens
-from aios_serve.registry import ServedModel
 
 
-def as_encoder(model: ServedModel) -> EncoderModel:
-    assert isinstance(model, EncoderModel), "encoder capability on a non-encoder model"
-    return model
-
-
-def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str | np.ndarray:
-    """Float vectors go to orjson as numpy; base64 is little-endian float32 bytes."""
+def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    """Base64 is little-endian float32 bytes; a float vector stays a numpy row for orjson (the
+    response model skips validating it), typed as the JSON array it becomes."""
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode("ascii")
-    return vector
+    return cast("list[float]", vector)
 
 
-class EmbeddingServing(ServingPipeline[EmbeddingRequest, TokenizedTexts, np.ndarray]):
+def _fields_of(value: Any) -> dict[str, Any]:
+    """orjson's fallback for nested response models: their field values, as validated."""
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def numpy_json_response(body: BaseModel) -> Response:
+    """A response model serialized by orjson, numpy arrays and all, without a dump to dicts."""
+    content = orjson.dumps(body, default=_fields_of, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(content, media_type="application/json")
+
+
+class EmbeddingServing(ServingPipeline[EmbeddingRequest, EncoderModel, TokenizedTexts, np.ndarray]):
+    model_type = EncoderModel
     capability = "embeddings"
 
-    def validate(self, request: EmbeddingRequest, model: ServedModel) -> None:
+    def validate(self, context: RequestContext, request: EmbeddingRequest, model: EncoderModel) -> None:
         given = request.input
         inputs = 1 if isinstance(given, str) or isinstance(given[0], int) else len(given)
         check_count(inputs, self.registry.config.limits.max_embedding_inputs, "input", "inputs")
         if request.dimensions is not None:
-            matryoshka = as_encoder(model).spec.options.get("matryoshka_dimensions")
+            matryoshka = model.options.matryoshka_dimensions
             if not matryoshka:
                 raise invalid(
                     f"Model {request.model} does not support matryoshka representation; "
@@ -49,50 +61,48 @@ class EmbeddingServing(ServingPipeline[EmbeddingRequest, TokenizedTexts, np.ndar
             if request.dimensions not in matryoshka:
                 raise invalid(f"dimensions must be one of {matryoshka}.", "dimensions")
 
-    async def preprocess(self, request: EmbeddingRequest, model: ServedModel) -> TokenizedTexts:
-        work = await self._tokenize(request, model)
+    async def preprocess(
+        self, context: RequestContext, request: EmbeddingRequest, model: EncoderModel
+    ) -> TokenizedTexts:
+        keep = encoder_truncation(request.truncate_prompt_tokens, model, pair=False)
+        given = request.input
+        if isinstance(given, str):
+            work = await model.tokenize_texts([given], keep)
+        elif isinstance(given[0], str):
+            work = await model.tokenize_texts(cast(list[str], given), keep)
+        elif isinstance(given[0], int):
+            work = model.token_id_inputs([cast(list[int], given)], keep)
+        else:
+            work = model.token_id_inputs(cast(list[list[int]], given), keep)
         check_total_tokens(work.token_count, self.registry.config.limits.max_request_tokens, "input")
         return work
 
-    async def _tokenize(self, request: EmbeddingRequest, model: ServedModel) -> TokenizedTexts:
-        encoder = as_encoder(model)
-        given = request.input
-        if isinstance(given, str):
-            return await encoder.tokenize_texts([given], request.truncate_prompt_tokens)
-        if isinstance(given[0], str):
-            return await encoder.tokenize_texts(list(given), request.truncate_prompt_tokens)  # type: ignore[arg-type]
-        if isinstance(given[0], int):
-            return encoder.token_id_inputs([given], request.truncate_prompt_tokens)  # type: ignore[list-item]
-        return encoder.token_id_inputs(list(given), request.truncate_prompt_tokens)  # type: ignore[arg-type]
-
     async def run(
-        self, request: EmbeddingRequest, model: ServedModel, work: TokenizedTexts, raw: Request
+        self, context: RequestContext, request: EmbeddingRequest, model: EncoderModel, work: TokenizedTexts
     ) -> np.ndarray:
-        vectors = await as_encoder(model).embed(work)
-        note_usage(raw, work.token_count)
-        if request.dimensions is not None:
-            vectors = vectors[:, : request.dimensions]
-            vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors
+        return await model.embed(work, dimensions=request.dimensions)
 
     def build_response(
-        self, request: EmbeddingRequest, model: ServedModel, work: TokenizedTexts, result: np.ndarray
+        self,
+        context: RequestContext,
+        request: EmbeddingRequest,
+        model: EncoderModel,
+        work: TokenizedTexts,
+        result: np.ndarray,
     ) -> Response:
         tokens = work.token_count
-        return json_response(
-            {
-                "id": new_id("embd"),
-                "object": "list",
-                "created": unix_now(),
-                "model": request.model,
-                "data": [
-                    {
-                        "index": i,
-                        "object": "embedding",
-                        "embedding": encode_vector(row, request.encoding_format),
-                    }
-                    for i, row in enumerate(result)
-                ],
-                "usage": prompt_only_usage(tokens),
-            }
+        context.usage = Usage(tokens)
+        body = EmbeddingResponse(
+            id=new_id("embd"),
+            created=unix_now(),
+            model=request.model,
+            data=[
+                EmbeddingData(index=i, embedding=encode_vector(row, request.encoding_format))
+                for i, row in enumerate(result)
+            ],
+            usage=UsageInfo(prompt_tokens=tokens, total_tokens=tokens),
         )
+        return numpy_json_response(body)
+
+    def engine_error(self, exc: EngineError, request: EmbeddingRequest) -> ApiError:
+        return api_error_from_engine(exc, "input")

@@ -48,10 +48,10 @@ class RerankUsage(ApiModel):
 
 class RerankResult(ApiModel):
     index: int
+    relevance_score: float
     document: RerankDocument | None = Field(
         default=None, description="Absent when return_documents is false."
     )
-    relevance_score: float
 
 
 class RerankResponse(ApiModel):

@@ -2,67 +2,65 @@
 
 from __future__ import annotations
 
-from fastapi import Request
 from starlette.responses import Response
 
-from aios_serve.api.common.pipeline import ServingPipeline
+from aios_serve.api.common.context import RequestContext, Usage
+from aios_serve.api.common.encoder_serving import PairScoringServing
 from aios_serve.api.common.protocol import new_id
-from aios_serve.api.common.request_state import note_usage
 from aios_serve.api.common.responses import json_response
-from aios_serve.api.embeddings.serving import as_encoder
-from aios_serve.api.rerank.protocol import RerankRequest
-from aios_serve.engine.relevance import PairScores, score_pairs
+from aios_serve.api.rerank.protocol import (
+    RerankDocument,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    RerankUsage,
+)
+from aios_serve.engine.encoder import EncoderModel, PairInputs, PairScores
 from aios_serve.limits import check_count
-from aios_serve.registry import ServedModel
 
 
-class RerankServing(ServingPipeline[RerankRequest, list[str], PairScores]):
+class RerankServing(PairScoringServing[RerankRequest]):
     capability = "rerank"
+    query_param = "query"
+    document_param = "documents"
 
-    def validate(self, request: RerankRequest, model: ServedModel) -> None:
+    def validate(self, context: RequestContext, request: RerankRequest, model: EncoderModel) -> None:
         limit = self.registry.config.limits.max_rerank_documents
         check_count(len(request.documents), limit, "documents", "documents")
 
-    async def preprocess(self, request: RerankRequest, model: ServedModel) -> list[str]:
+    async def texts(
+        self, context: RequestContext, request: RerankRequest, model: EncoderModel
+    ) -> tuple[list[str], list[str]]:
         documents = request.document_texts()
         if request.max_tokens_per_doc is not None:
-            documents = await as_encoder(model).clip_texts(documents, request.max_tokens_per_doc)
-        return documents
-
-    async def run(
-        self, request: RerankRequest, model: ServedModel, work: list[str], raw: Request
-    ) -> PairScores:
-        result = await score_pairs(
-            as_encoder(model),
-            [request.query],
-            work,
-            request.truncate_prompt_tokens,
-            "query",
-            "documents",
-            self.registry.config.limits.max_request_tokens,
-        )
-        note_usage(raw, result.prompt_tokens)
-        return result
+            documents = await model.clip_texts(documents, request.max_tokens_per_doc)
+        return [request.query], documents
 
     def build_response(
-        self, request: RerankRequest, model: ServedModel, work: list[str], result: PairScores
+        self,
+        context: RequestContext,
+        request: RerankRequest,
+        model: EncoderModel,
+        work: PairInputs,
+        result: PairScores,
     ) -> Response:
-        originals = request.document_texts()
-        order = sorted(range(len(originals)), key=lambda i: float(result.scores[i]), reverse=True)
+        context.usage = Usage(result.prompt_tokens)
+        scores = [float(score) for score in result.scores]
+        order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
         if request.top_n:
             order = order[: request.top_n]
-        results = []
-        for index in order:
-            entry: dict[str, object] = {"index": index, "relevance_score": float(result.scores[index])}
-            if request.return_documents:
-                entry["document"] = {"text": originals[index]}
-            results.append(entry)
-        tokens = result.prompt_tokens
-        return json_response(
-            {
-                "id": new_id("rerank"),
-                "model": request.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-                "results": results,
-            }
+        originals = request.document_texts()
+        body = RerankResponse(
+            id=new_id("rerank"),
+            model=request.model,
+            usage=RerankUsage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+            results=[
+                RerankResult(
+                    index=index,
+                    relevance_score=scores[index],
+                    document=RerankDocument(text=originals[index]) if request.return_documents else None,
+                )
+                for index in order
+            ],
         )
+        return json_response(body.model_dump(mode="json", exclude_none=True))

@@ -1,50 +1,30 @@
-"""The per-model encoder engine: tokenization off the loop, then the batching queue."""
+"""The served encoder model: tokenization (off the loop for long inputs), then the batching queue.
+
+Backends are imported where a model loads, so importing the engine costs neither torch nor
+onnxruntime."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from aios_serve.backends.encoder_base import EncodedInput, EncoderBackend
-from aios_serve.backends.torch_encoder import DType, TorchEncoderBackend, use_math_threads
 from aios_serve.config import ModelSpec
-from aios_serve.engine.batching import BatchScheduler
-from aios_serve.errors import invalid
+from aios_serve.engine.encoder.backend import EncodedInput, EncoderBackend
+from aios_serve.engine.encoder.options import EncoderOptions
+from aios_serve.engine.encoder.scheduler import BatchScheduler
+from aios_serve.engine.errors import InputTooLong, PairSide, TokenOutOfVocabulary
 from aios_serve.models.bundled import resolve_bundled
+from aios_serve.registry import Forwarder
 
 # Short inputs tokenize in well under a millisecond: on the loop that beats a thread hand-off,
 # which on a busy machine waits for a time slice. Longer inputs tokenize off the loop.
 INLINE_TOKENIZE_CHARS = 2048
-
-
-class EncoderOptions(BaseModel):
-    """Per-model options for encoders, read from the config's `options`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: Literal["torch", "onnx"] = "torch"
-    dtype: DType = "auto"  # torch's precision; onnx runs float32
-    threads: int | None = Field(default=None, gt=0)  # all forward passes together; default: cores
-    # Forward passes at once, sharing the threads; default 2 on torch (with 2+ threads), 1 on onnx.
-    forward_workers: int | None = Field(default=None, gt=0)
-    max_batch_tokens: int = Field(default=8192, gt=0)
-    max_batch_size: int = Field(default=128, gt=0)
-    max_queued_requests: int = Field(default=1024, gt=0)
-    micro_batch_tokens: int = Field(default=4096, gt=0)  # padded (or packed) tokens per forward pass
-    packed: bool = True  # torch, BERT models: run real tokens only; false runs the padded forward
-
-    @model_validator(mode="after")
-    def _onnx_runs_float32(self) -> EncoderOptions:
-        if self.backend == "onnx" and self.dtype == "bfloat16":
-            raise ValueError("backend onnx runs float32; dtype bfloat16 needs backend torch")
-        return self
 
 
 @dataclass(frozen=True)
@@ -58,8 +38,17 @@ class TokenizedTexts:
         return sum(len(item) for item in self.inputs)
 
 
+def shortened_vectors(vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """Matryoshka output: each row cut to its first `dimensions` values, then re-normalized."""
+    cut = vectors[:, :dimensions]
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    return (cut / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
 class EncoderModel:
     """An embedding model or a cross-encoder, served through one batching queue."""
+
+    forwarder: Forwarder | None = None
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -96,7 +85,7 @@ class EncoderModel:
 
     def _load(self, threads_each: int) -> EncoderBackend:
         if self.options.backend == "onnx":
-            from aios_serve.backends.onnx_encoder import OnnxEncoderBackend  # only where configured
+            from aios_serve.backends.onnx_encoder import OnnxEncoderBackend
 
             return OnnxEncoderBackend(
                 self._folder(),
@@ -104,6 +93,8 @@ class EncoderModel:
                 max_model_len=self.spec.max_model_len,
                 threads=threads_each,
             )
+        from aios_serve.backends.torch_encoder import TorchEncoderBackend
+
         return TorchEncoderBackend(
             self._folder(),
             cross_encoder=self.cross_encoder,
@@ -127,6 +118,14 @@ class EncoderModel:
             workers = 1 if self.options.backend == "onnx" else min(2, threads)
         return workers, max(1, threads // workers)
 
+    def _thread_setter(self) -> Callable[[int], None] | None:
+        """torch keeps its math-thread count per calling thread; onnxruntime fixes it at load."""
+        if self.options.backend != "torch":
+            return None
+        from aios_serve.backends.torch_encoder import use_math_threads
+
+        return use_math_threads
+
     async def start(self) -> None:
         forward = self._forward_scores if self.cross_encoder else self._forward_embeddings
         workers, threads_each = self.worker_layout()
@@ -140,7 +139,7 @@ class EncoderModel:
             name=self.spec.name,
             workers=workers,
             threads=workers * threads_each,
-            set_threads=use_math_threads if self.options.backend == "torch" else None,
+            set_threads=self._thread_setter(),
         )
         self._backend = await self._scheduler.run_blocking(partial(self._load, threads_each))
         self._scheduler.packed = self._backend.packs_sequences
@@ -158,37 +157,17 @@ class EncoderModel:
 
     # Tokenization ---------------------------------------------------------------
 
-    def truncation_length(self, truncate_prompt_tokens: int | None) -> int | None:
-        """The k of `truncate_prompt_tokens` (-1 means the model's maximum), checked."""
-        if truncate_prompt_tokens is None:
-            return None
+    def special_tokens(self, pair: bool = False) -> int:
+        """How many special tokens the tokenizer adds to one text, or to a pair of texts."""
+        return int(self.backend.tokenizer.num_special_tokens_to_add(pair=pair))
+
+    def _check_lengths(self, rows: list[list[int]], pair: bool = False, side: PairSide | None = None) -> None:
         limit = self.max_model_len
-        if truncate_prompt_tokens == -1:
-            return limit
-        if truncate_prompt_tokens > limit:
-            raise invalid(
-                f"truncate_prompt_tokens value ({truncate_prompt_tokens}) is greater than "
-                f"max_model_len ({limit}). Please select a smaller truncation size.",
-                "truncate_prompt_tokens",
-            )
-        special = self.backend.tokenizer.num_special_tokens_to_add(pair=False)
-        if truncate_prompt_tokens < max(special, 1):
-            raise invalid(
-                f"truncate_prompt_tokens ({truncate_prompt_tokens}) must keep at least the "
-                f"{special} special tokens this model adds.",
-                "truncate_prompt_tokens",
-            )
-        return truncate_prompt_tokens
+        for index, row in enumerate(rows):
+            if len(row) > limit:
+                raise InputTooLong(len(row), limit, index, pair=pair, side=side)
 
-    def _too_long(self, length: int, what: str, param: str) -> None:
-        if length > self.max_model_len:
-            raise invalid(
-                f"This model's maximum context length is {self.max_model_len} tokens. However, "
-                f"you requested {length} tokens in {what}. Please reduce the length of the input.",
-                param,
-            )
-
-    def _tokenize_texts(self, texts: list[str], keep: int | None, param: str) -> TokenizedTexts:
+    def _tokenize_texts(self, texts: list[str], keep: int | None, side: PairSide | None) -> TokenizedTexts:
         encoded = self.backend.tokenizer(
             texts,
             truncation=keep is not None,
@@ -197,38 +176,33 @@ class EncoderModel:
             return_token_type_ids=False,
         )
         ids: list[list[int]] = encoded["input_ids"]
-        for index, row in enumerate(ids):
-            self._too_long(len(row), f"{param}[{index}]", param)
+        self._check_lengths(ids, side=side)
         return TokenizedTexts([EncodedInput(row) for row in ids])
 
     async def tokenize_texts(
-        self, texts: list[str], truncate: int | None, param: str = "input"
+        self, texts: list[str], keep: int | None, side: PairSide | None = None
     ) -> TokenizedTexts:
-        keep = self.truncation_length(truncate)
+        """Each text as one input, cut to its first `keep` tokens (specials included) if given.
+        Raises InputTooLong (with `side`, for relevance scoring) past the model's length."""
         if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
-            return self._tokenize_texts(texts, keep, param)  # cheaper than a hop to a thread
-        return await asyncio.to_thread(self._tokenize_texts, texts, keep, param)
+            return self._tokenize_texts(texts, keep, side)  # cheaper than a hop to a thread
+        return await asyncio.to_thread(self._tokenize_texts, texts, keep, side)
 
-    def token_id_inputs(self, rows: list[list[int]], truncate: int | None) -> TokenizedTexts:
-        """Inputs given as token ids: checked against the vocabulary, kept as given."""
-        keep = self.truncation_length(truncate)
-        vocab = self.backend.vocab_size
+    def token_id_inputs(self, rows: list[list[int]], keep: int | None) -> TokenizedTexts:
+        """Inputs given as token ids: checked against the vocabulary, cut to `keep`, else as given."""
+        vocab, limit = self.backend.vocab_size, self.max_model_len
         inputs: list[EncodedInput] = []
         for index, row in enumerate(rows):
             bad = next((token for token in row if not 0 <= token < vocab), None)
             if bad is not None:
-                raise invalid(
-                    f"input[{index}]: token id {bad} is outside the vocabulary (0..{vocab - 1}).", "input"
-                )
-            if keep is not None:
-                row = row[:keep]
-            self._too_long(len(row), f"input[{index}]", "input")
-            inputs.append(EncodedInput(list(row)))
+                raise TokenOutOfVocabulary(bad, vocab, index)
+            kept = list(row[:keep] if keep is not None else row)
+            if len(kept) > limit:
+                raise InputTooLong(len(kept), limit, index)
+            inputs.append(EncodedInput(kept))
         return TokenizedTexts(inputs)
 
-    def _tokenize_pairs(
-        self, queries: list[str], documents: list[str], keep: int | None, param: str
-    ) -> TokenizedTexts:
+    def _tokenize_pairs(self, queries: list[str], documents: list[str], keep: int | None) -> TokenizedTexts:
         encoded = self.backend.tokenizer(
             queries,
             documents,
@@ -239,23 +213,14 @@ class EncoderModel:
         )
         rows: list[list[int]] = encoded["input_ids"]
         types: list[list[int]] = encoded.get("token_type_ids") or [[0] * len(r) for r in rows]
-        for index, row in enumerate(rows):
-            self._too_long(len(row), f"the pair with {param}[{index}]", param)
+        self._check_lengths(rows, pair=True, side="document")
         return TokenizedTexts([EncodedInput(r, t) for r, t in zip(rows, types, strict=True)])
 
     async def tokenize_pairs(
-        self, queries: list[str], documents: list[str], truncate: int | None, param: str = "documents"
+        self, queries: list[str], documents: list[str], keep: int | None
     ) -> TokenizedTexts:
-        """Query-document pairs read together; truncation cuts the longer side first."""
-        keep = self.truncation_length(truncate)
-        least = self.backend.tokenizer.num_special_tokens_to_add(pair=True) + 2
-        if keep is not None and keep < least:
-            raise invalid(
-                f"truncate_prompt_tokens ({keep}) must leave room for both texts of a pair "
-                f"(at least {least} tokens on this model).",
-                "truncate_prompt_tokens",
-            )
-        return await asyncio.to_thread(self._tokenize_pairs, queries, documents, keep, param)
+        """Query-document pairs read together; truncation to `keep` cuts the longer side first."""
+        return await asyncio.to_thread(self._tokenize_pairs, queries, documents, keep)
 
     def _clip_texts(self, texts: list[str], max_tokens: int) -> list[str]:
         encoded = self.backend.tokenizer(
@@ -272,10 +237,11 @@ class EncoderModel:
 
     # Inference ------------------------------------------------------------------
 
-    async def embed(self, texts: TokenizedTexts) -> np.ndarray:
-        """Normalized vectors, one row per input."""
-        return await self.scheduler.submit(texts.inputs)
+    async def embed(self, texts: TokenizedTexts, dimensions: int | None = None) -> np.ndarray:
+        """Normalized vectors, one row per input; `dimensions` cuts them (Matryoshka models)."""
+        vectors = await self.scheduler.submit(texts.inputs)
+        return vectors if dimensions is None else shortened_vectors(vectors, dimensions)
 
-    async def score_pairs(self, pairs: TokenizedTexts) -> np.ndarray:
+    async def score(self, pairs: TokenizedTexts) -> np.ndarray:
         """Cross-encoder scores for tokenized pairs."""
         return await self.scheduler.submit(pairs.inputs)
