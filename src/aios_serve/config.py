@@ -8,8 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from aios_serve.engine.remote.settings import RemoteOptions, UpstreamSpec
 from aios_serve.limits.settings import LimitsConfig
+from aios_serve.remote.settings import RemoteOptions, UpstreamSpec
 from aios_serve.security.api_keys import ApiKeySpec
 
 Capability = Literal["embeddings", "rerank", "score", "completions", "chat", "tools"]

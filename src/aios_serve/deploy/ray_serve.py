@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aios_serve.app import create_app
 from aios_serve.config import ModelSpec, ServerConfig, load_config
-from aios_serve.engine.remote.settings import RemoteOptions, UpstreamSpec
+from aios_serve.remote.settings import RemoteOptions, UpstreamSpec
 from aios_serve.security.api_keys import ApiKeySpec
 
 log = logging.getLogger("aios_serve.ray")

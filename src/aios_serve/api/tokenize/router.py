@@ -10,7 +10,7 @@ from aios_serve.api.chat.serving import template_messages
 from aios_serve.api.common.dependencies import registry_of
 from aios_serve.api.common.protocol import ERROR_RESPONSES
 from aios_serve.api.common.responses import json_response
-from aios_serve.api.completions.generate import as_generator, check_token_ids
+from aios_serve.api.common.sampling import check_token_ids
 from aios_serve.api.tokenize.protocol import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -19,8 +19,7 @@ from aios_serve.api.tokenize.protocol import (
     TokenizeResponse,
 )
 from aios_serve.config import Capability
-from aios_serve.engine.generation.chat_template import ChatTemplateError
-from aios_serve.engine.remote.model import RemoteModel
+from aios_serve.engine.generation import ChatTemplateError, GenerationModel
 from aios_serve.errors import invalid
 from aios_serve.registry import ModelRegistry, ServedModel
 
@@ -39,6 +38,12 @@ def _model(registry: ModelRegistry, name: str | None, capability: Capability) ->
     return registry.resolve(name, capability)
 
 
+def _generation_model(served: ServedModel) -> GenerationModel:
+    """A model this process runs; the registry checked that it serves completions or chat."""
+    assert isinstance(served, GenerationModel), f"tokenize on a {type(served).__name__}"
+    return served
+
+
 @router.post(
     "/tokenize",
     response_model=TokenizeResponse,
@@ -48,9 +53,9 @@ def _model(registry: ModelRegistry, name: str | None, capability: Capability) ->
 async def tokenize(request: TokenizeChatRequest | TokenizeCompletionRequest, raw: Request) -> Response:
     capability: Capability = "chat" if isinstance(request, TokenizeChatRequest) else "completions"
     served = _model(registry_of(raw), request.model, capability)
-    if isinstance(served, RemoteModel):
-        return await served.forward_path("/tokenize", raw)
-    model = as_generator(served)
+    if served.forwarder is not None:
+        return await served.forwarder.forward_path("/tokenize", raw)
+    model = _generation_model(served)
     if isinstance(request, TokenizeChatRequest):
         tools = [tool.model_dump(exclude_none=True) for tool in request.tools] if request.tools else None
         add_generation_prompt = request.add_generation_prompt and not request.continue_final_message
@@ -85,8 +90,8 @@ async def tokenize(request: TokenizeChatRequest | TokenizeCompletionRequest, raw
 )
 async def detokenize(request: DetokenizeRequest, raw: Request) -> Response:
     served = _model(registry_of(raw), request.model, "completions")
-    if isinstance(served, RemoteModel):
-        return await served.forward_path("/detokenize", raw)
-    model = as_generator(served)
+    if served.forwarder is not None:
+        return await served.forwarder.forward_path("/detokenize", raw)
+    model = _generation_model(served)
     check_token_ids(request.tokens, model.n_vocab, "tokens")
     return json_response({"prompt": model.detokenize(request.tokens, skip_special=False)})

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from aios_serve.api.common.request_state import note_usage
-from aios_serve.engine.remote.pool import Upstream, UpstreamPool
+from aios_serve.api.common.context import Usage, context_of
+from aios_serve.remote.pool import Upstream, UpstreamPool
 
 EVENT_END = b"\n\n"
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -108,7 +108,7 @@ async def relay_events(exchange: Exchange, raw: Request, keep_usage_chunk: bool)
                     event, pending = pending[: end + 2], pending[end + 2 :]
                     usage, usage_only = _usage_event(event)
                     if usage is not None:
-                        note_usage(raw, *usage)
+                        context_of(raw).usage = Usage(*usage)
                     saw_done = saw_done or event == DONE_EVENT
                     if usage_only and not keep_usage_chunk:
                         continue

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from aios_serve.engine.remote.settings import RemoteOptions, UpstreamSpec
 from aios_serve.errors import ApiError, ErrorKind
+from aios_serve.remote.settings import RemoteOptions, UpstreamSpec
 
 log = logging.getLogger("aios_serve.remote")
 

@@ -1,9 +1,9 @@
-"""A remote model: every request is forwarded, as the raw JSON body with `model` rewritten to the
-upstream's name, to one of its upstream servers; answers pass through unchanged."""
+"""The HTTP relay of a remote model: every request is forwarded, as the raw JSON body with `model`
+rewritten to the upstream's name, to one of its upstream servers; answers pass through unchanged
+and the usage they report is recorded for the request."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
@@ -12,12 +12,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aios_serve.api.common.request_state import note_usage
-from aios_serve.config import Capability, ModelSpec
-from aios_serve.engine.remote.pool import Upstream, UpstreamPool
-from aios_serve.engine.remote.streaming import Exchange, RelayedStream, relay_events, usage_of
+from aios_serve.api.common.context import Usage, context_of
+from aios_serve.config import Capability
 from aios_serve.errors import ApiError, ErrorKind
-from aios_serve.observability.engine_stats import EngineStats
+from aios_serve.observability.request_ids import REQUEST_ID_HEADER
+from aios_serve.remote.pool import Upstream, UpstreamPool
+from aios_serve.remote.streaming import Exchange, RelayedStream, relay_events, usage_of
 
 log = logging.getLogger("aios_serve.remote")
 
@@ -32,60 +32,19 @@ STREAMING_CAPABILITIES: tuple[Capability, ...] = ("completions", "chat")
 PASSED_HEADERS = ("retry-after",)
 
 
-class RemoteModel:
-    """A served name backed by upstream OpenAI-compatible servers."""
+class UpstreamProxy:
+    """Relays one served name's requests to its upstreams (a `registry.Forwarder`).
 
-    def __init__(self, spec: ModelSpec) -> None:
-        self.spec = spec
-        self.pool = UpstreamPool(spec.name, spec.upstreams, spec.remote)
-        self._client: httpx.AsyncClient | None = None
-        self._max_model_len = spec.max_model_len or 0
+    `client` is set by the owning model while it runs; requests before that are a bug.
+    """
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.client: httpx.AsyncClient | None = None
 
     @property
-    def max_model_len(self) -> int:
-        return self._max_model_len
-
-    def stats(self) -> EngineStats:
-        """Requests in flight at the upstreams (vllm:num_requests_running in /metrics)."""
-        return EngineStats(running=sum(upstream.outstanding for upstream in self.pool.upstreams))
-
-    async def start(self) -> None:
-        options = self.spec.remote
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=options.connect_timeout_s,
-                read=options.read_timeout_s,
-                write=options.write_timeout_s,
-                pool=options.connect_timeout_s,
-            ),
-            limits=httpx.Limits(max_connections=options.max_connections * len(self.pool.upstreams)),
-            headers={"Accept-Encoding": "identity"},  # bytes pass through as the upstream sent them
-        )
-        await self.pool.check_all(self._client)
-        for upstream in self.pool.upstreams:
-            if upstream.failed_checks:
-                self.pool.eject(upstream, "not healthy at start-up")
-        if not self._max_model_len:
-            await self._learn_max_model_len(self._client)
-        self.pool.start_checks(self._client)
-
-    async def stop(self) -> None:
-        await self.pool.stop_checks()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def _learn_max_model_len(self, client: httpx.AsyncClient) -> None:
-        """Best effort: vLLM and aios-serve list `max_model_len` in /v1/models."""
-        for upstream in self.pool.upstreams:
-            if not upstream.healthy:
-                continue
-            with contextlib.suppress(httpx.HTTPError, ValueError, TypeError, AttributeError):
-                response = await client.get(f"{upstream.url}/v1/models", headers=upstream.headers)
-                for card in response.json().get("data", []):
-                    if card.get("id") == upstream.model and isinstance(card.get("max_model_len"), int):
-                        self._max_model_len = card["max_model_len"]
-                        return
+    def served_name(self) -> str:
+        return self.pool.served_name
 
     async def forward(self, capability: Capability, raw: Request) -> Response:
         """Send an API request on to the upstream's endpoint for `capability`."""
@@ -97,7 +56,6 @@ class RemoteModel:
 
     async def _relay(self, path: str, raw: Request, may_stream: bool) -> Response:
         """Send the request on; retry once on another upstream if the connection could not open."""
-        assert self._client is not None, "remote model used before start()"
         body: dict[str, Any] = orjson.loads(await raw.body())
         streaming = may_stream and bool(body.get("stream"))
         client_wants_usage = False
@@ -114,7 +72,7 @@ class RemoteModel:
             if response.status_code in (401, 403):
                 raise ApiError(
                     ErrorKind.BAD_GATEWAY,
-                    f"The upstream server for `{self.spec.name}` rejected the configured API key.",
+                    f"The upstream server for `{self.served_name}` rejected the configured API key.",
                 )
             media_type = response.headers.get("content-type", "application/json")
             headers = {k: v for k, v in response.headers.items() if k.lower() in PASSED_HEADERS}
@@ -133,26 +91,26 @@ class RemoteModel:
         if response.is_success:
             usage = usage_of(content)
             if usage is not None:
-                note_usage(raw, *usage)
+                context_of(raw).usage = Usage(*usage)
         return Response(content, response.status_code, headers, media_type=media_type)
 
     async def _send(self, path: str, body: dict[str, Any], raw: Request) -> Exchange:
-        assert self._client is not None
+        client = self._client()
         tried: tuple[Upstream, ...] = ()
         while True:
             upstream = self.pool.acquire(exclude=tried)
-            request = self._client.build_request(
+            request = client.build_request(
                 "POST",
                 upstream.url + path,
                 content=orjson.dumps({**body, "model": upstream.model}),
                 headers={
                     **upstream.headers,
                     "Content-Type": "application/json",
-                    "X-Request-Id": str(getattr(raw.state, "request_id", "")),
+                    REQUEST_ID_HEADER: context_of(raw).request_id,
                 },
             )
             try:
-                response = await self._send_once(upstream, request)
+                response = await self._send_once(client, upstream, request)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # Nothing was sent: safe to try once more, elsewhere.
                 self.pool.eject(upstream, f"connect failed: {type(exc).__name__}")
@@ -160,7 +118,7 @@ class RemoteModel:
                 if len(tried) > 1 or len(tried) == len(self.pool.upstreams):
                     raise ApiError(
                         ErrorKind.BAD_GATEWAY,
-                        f"Could not connect to an upstream server for `{self.spec.name}`.",
+                        f"Could not connect to an upstream server for `{self.served_name}`.",
                     ) from exc
             except httpx.TimeoutException as exc:
                 raise self._timeout(exc) from exc
@@ -169,25 +127,30 @@ class RemoteModel:
             else:
                 return Exchange(self.pool, upstream, response)
 
-    async def _send_once(self, upstream: Upstream, request: httpx.Request) -> httpx.Response:
+    async def _send_once(
+        self, client: httpx.AsyncClient, upstream: Upstream, request: httpx.Request
+    ) -> httpx.Response:
         """Send to one upstream; however that ends without a response (an error, or the client
         leaving before the upstream answered), the upstream is released."""
-        assert self._client is not None
         try:
-            return await self._client.send(request, stream=True)
+            return await client.send(request, stream=True)
         except BaseException:
             self.pool.release(upstream)
             raise
 
+    def _client(self) -> httpx.AsyncClient:
+        assert self.client is not None, f"remote model {self.served_name} used before start()"
+        return self.client
+
     def _timeout(self, exc: httpx.TimeoutException) -> ApiError:
         return ApiError(
             ErrorKind.TIMEOUT,
-            f"The upstream server for `{self.spec.name}` did not answer in time ({type(exc).__name__}).",
+            f"The upstream server for `{self.served_name}` did not answer in time ({type(exc).__name__}).",
         )
 
     def _broken(self, upstream: Upstream, exc: httpx.HTTPError) -> ApiError:
-        log.warning("upstream %s of %s failed mid-request: %r", upstream.url, self.spec.name, exc)
+        log.warning("upstream %s of %s failed mid-request: %r", upstream.url, self.served_name, exc)
         return ApiError(
             ErrorKind.BAD_GATEWAY,
-            f"The upstream server for `{self.spec.name}` failed mid-request ({type(exc).__name__}).",
+            f"The upstream server for `{self.served_name}` failed mid-request ({type(exc).__name__}).",
         )

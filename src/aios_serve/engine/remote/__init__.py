@@ -1,1 +1,0 @@
-"""Remote models: served names forwarded to upstream OpenAI-compatible servers."""
