@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aios_serve.api.chat.tags import split_before_partial_tag
+
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 REASONING_PARSERS = ("think",)
@@ -37,17 +39,13 @@ def split_reasoning(text: str, started_in_reasoning: bool = False) -> tuple[str 
     return reasoning or None, content or None
 
 
-def _tag_prefix_len(text: str, tag: str) -> int:
-    for size in range(min(len(tag) - 1, len(text)), 0, -1):
-        if tag.startswith(text[-size:]):
-            return size
-    return 0
-
-
 @dataclass
 class ReasoningDelta:
     reasoning: str = ""
     content: str = ""
+
+    def __add__(self, later: ReasoningDelta) -> ReasoningDelta:
+        return ReasoningDelta(self.reasoning + later.reasoning, self.content + later.content)
 
 
 class ReasoningStreamParser:
@@ -58,7 +56,12 @@ class ReasoningStreamParser:
         self._pending = ""
         self._state = "reasoning" if started_in_reasoning else "start"
 
-    def feed(self, text: str) -> ReasoningDelta:
+    def feed(self, text: str, final: bool = False) -> ReasoningDelta:
+        """The reasoning and content `text` completes; with `final`, also what was held back."""
+        out = self._split(text)
+        return out + self.finish() if final else out
+
+    def _split(self, text: str) -> ReasoningDelta:
         self._pending += text
         out = ReasoningDelta()
         while self._pending:
@@ -80,9 +83,8 @@ class ReasoningStreamParser:
                     self._pending = self._pending[at + len(THINK_CLOSE) :]
                     self._state = "content"
                     continue
-                keep = _tag_prefix_len(self._pending, THINK_CLOSE)
-                out.reasoning += self._pending[: len(self._pending) - keep]
-                self._pending = self._pending[len(self._pending) - keep :]
+                ready, self._pending = split_before_partial_tag(self._pending, THINK_CLOSE)
+                out.reasoning += ready
                 return out
             else:
                 out.content += self._pending

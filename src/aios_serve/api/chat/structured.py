@@ -9,8 +9,7 @@ from typing import Any
 from aios_serve.api.chat.protocol import ChatCompletionRequest, NamedToolChoice
 from aios_serve.api.chat.reasoning import ReasoningStreamParser, prompt_opens_thinking, split_reasoning
 from aios_serve.api.chat.tools import ToolCallStreamParser, parse_tool_calls
-from aios_serve.engine.generation.constraints.grammars import TOOL_CALL_OPEN
-from aios_serve.engine.generation.constraints.spec import OutputConstraint
+from aios_serve.engine.generation import TOOL_CALL_OPEN, OutputConstraint
 from aios_serve.errors import invalid
 
 
@@ -138,21 +137,15 @@ class ChoiceStreamer:
         delta: dict[str, Any] = {}
         content = text
         if self._reasoning is not None:
-            pieces = self._reasoning.feed(text)
-            reasoning, content = pieces.reasoning, pieces.content
-            if final:
-                rest = self._reasoning.finish()
-                reasoning, content = reasoning + rest.reasoning, content + rest.content
-            if reasoning:
-                delta["reasoning_content"] = delta["reasoning"] = reasoning
+            pieces = self._reasoning.feed(text, final)
+            content = pieces.content
+            if pieces.reasoning:
+                delta["reasoning_content"] = delta["reasoning"] = pieces.reasoning
         if self._tools is not None:
-            events = self._tools.feed(content)
-            content, calls = events.content, events.tool_calls
-            if final:
-                rest_events = self._tools.finish()
-                content, calls = content + rest_events.content, calls + rest_events.tool_calls
-            if calls:
-                delta["tool_calls"] = calls
+            events = self._tools.feed(content, final)
+            content = events.content
+            if events.tool_calls:
+                delta["tool_calls"] = events.tool_calls
                 self._called = True
         if content:
             delta["content"] = content

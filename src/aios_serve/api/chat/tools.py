@@ -15,8 +15,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-TOOL_CALL_OPEN = "<tool_call>"
-TOOL_CALL_CLOSE = "</tool_call>"
+from aios_serve.api.chat.tags import split_before_partial_tag
+from aios_serve.engine.generation import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 _HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
 _ARGS_KEY = re.compile(r'"(?:arguments|parameters)"\s*:\s*')
@@ -135,13 +135,8 @@ class StreamEvents:
     content: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
-
-def _tag_prefix_len(text: str, tag: str) -> int:
-    """Length of the longest suffix of `text` that could begin `tag`."""
-    for size in range(min(len(tag) - 1, len(text)), 0, -1):
-        if tag.startswith(text[-size:]):
-            return size
-    return 0
+    def __add__(self, later: StreamEvents) -> StreamEvents:
+        return StreamEvents(self.content + later.content, self.tool_calls + later.tool_calls)
 
 
 class _OpenCall:
@@ -170,7 +165,12 @@ class ToolCallStreamParser:
     def called(self) -> bool:
         return bool(self.calls)
 
-    def feed(self, text: str) -> StreamEvents:
+    def feed(self, text: str, final: bool = False) -> StreamEvents:
+        """The content and call deltas `text` completes; with `final`, also what was held back."""
+        events = self._split(text)
+        return events + self.finish() if final else events
+
+    def _split(self, text: str) -> StreamEvents:
         events = StreamEvents()
         self._pending += text
         if not self._started:
@@ -184,9 +184,8 @@ class ToolCallStreamParser:
             if self._call is None:
                 at = self._pending.find(TOOL_CALL_OPEN)
                 if at < 0:
-                    keep = _tag_prefix_len(self._pending, TOOL_CALL_OPEN)
-                    events.content += self._pending[: len(self._pending) - keep]
-                    self._pending = self._pending[len(self._pending) - keep :]
+                    ready, self._pending = split_before_partial_tag(self._pending, TOOL_CALL_OPEN)
+                    events.content += ready
                     break
                 events.content += self._pending[:at]
                 self._pending = self._pending[at + len(TOOL_CALL_OPEN) :]
@@ -194,9 +193,8 @@ class ToolCallStreamParser:
             else:
                 at = self._pending.find(TOOL_CALL_CLOSE)
                 if at < 0:
-                    keep = _tag_prefix_len(self._pending, TOOL_CALL_CLOSE)
-                    self._call.body += self._pending[: len(self._pending) - keep]
-                    self._pending = self._pending[len(self._pending) - keep :]
+                    ready, self._pending = split_before_partial_tag(self._pending, TOOL_CALL_CLOSE)
+                    self._call.body += ready
                     self._stream_call(events)
                     break
                 self._call.body += self._pending[:at]

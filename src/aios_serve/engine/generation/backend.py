@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from aios_serve.engine.generation.interface import Vocabulary
 
 Logits = npt.NDArray[np.float32]
 
@@ -33,7 +36,25 @@ class KvCacheFull(RuntimeError):
     """The backend had no free cache cells for this batch; nothing was written."""
 
 
-class GenerationBackend(Protocol):
+def end_of_generation_ids(vocab: Vocabulary) -> list[int]:
+    """The token ids that end generation (EOS, EOT and the like), in id order."""
+    return [token_id for token_id in range(vocab.n_vocab) if vocab.is_end_of_generation(token_id)]
+
+
+class ChatTemplateSource(Protocol):
+    """What rendering a model's chat template reads from its tokenizer."""
+
+    @property
+    def chat_template(self) -> str | None: ...
+
+    @property
+    def bos_token(self) -> str: ...
+
+    @property
+    def eos_token(self) -> str: ...
+
+
+class GenerationBackend(ChatTemplateSource, Protocol):
     """A loaded causal LM that decodes multi-sequence batches and owns its KV cache."""
 
     @property
@@ -53,15 +74,6 @@ class GenerationBackend(Protocol):
     @property
     def needs_consecutive_sequences(self) -> bool:
         """Whether a batch runs as one pass only when its sequence ids are consecutive."""
-
-    @property
-    def chat_template(self) -> str | None: ...
-
-    @property
-    def bos_token(self) -> str: ...
-
-    @property
-    def eos_token(self) -> str: ...
 
     def tokenize(self, text: str, add_special: bool) -> list[int]: ...
 

@@ -15,7 +15,12 @@ import threading
 
 import numpy as np
 
-from aios_serve.engine.generation.backend import BatchItem, GenerationBackend, KvCacheFull
+from aios_serve.engine.generation.backend import (
+    BatchItem,
+    GenerationBackend,
+    KvCacheFull,
+    end_of_generation_ids,
+)
 from aios_serve.engine.generation.interface import RequestUpdate
 from aios_serve.engine.generation.sampling import token_logprobs
 from aios_serve.engine.generation.sequence import PrefillTask, RequestState, Sequence
@@ -44,7 +49,7 @@ class GenerationEngine:
         self._waiting: collections.deque[RequestState] = collections.deque()
         self._active: list[RequestState] = []
         self._prefills: list[PrefillTask] = []
-        self._eog_ids = [t for t in range(backend.n_vocab) if backend.is_end_of_generation(t)]
+        self._eog_ids = end_of_generation_ids(backend)
         self._eog_set = set(self._eog_ids)
         self._thread = threading.Thread(target=self._run, name=f"generate-{name}", daemon=True)
         self.steps = 0

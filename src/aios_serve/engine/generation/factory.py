@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aios_serve.engine.generation.backend import end_of_generation_ids
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.options import GenerationOptions
 
@@ -143,7 +144,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         gguf,
         name=spec.name,
         vocab=vocab,
-        eog_ids=[t for t in range(vocab.n_vocab) if vocab.is_end_of_generation(t)],
+        eog_ids=end_of_generation_ids(vocab),
         context_length=context,
         max_sequences=options.max_num_seqs,
         max_batch_tokens=options.max_batch_tokens,

@@ -3,8 +3,8 @@ each sequence's logits as a token mask (llguidance)."""
 
 from __future__ import annotations
 
+from aios_serve.engine.errors import GrammarError
 from aios_serve.engine.generation.constraints.grammars import (
-    GrammarError,
     json_object_grammar,
     json_schema_grammar,
     tool_call_grammar,

@@ -2,7 +2,7 @@
 
 Measured on the Qwen2.5 vocabulary (151,665 tokens), a tool-call grammar costs about 0.4 ms
 per step to compute the mask plus about 0.1 ms to apply it; llama.cpp's own grammar sampler
-took about 33 ms per step on the same grammar (see tests/test_constraints.py for the figures'
+took about 33 ms per step on the same grammar (see tests/unit/test_constraints.py for the figures'
 command).
 """
 
@@ -14,7 +14,7 @@ import llguidance
 import numpy as np
 import numpy.typing as npt
 
-from aios_serve.engine.generation.constraints.grammars import GrammarError
+from aios_serve.engine.errors import GrammarError
 
 _SPECIAL_MARK = b"\xff"
 """llguidance's prefix for tokens that are never text (control tokens)."""
