@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aios_serve.api.completions.protocol import SamplingFields, UsageInfo
+from aios_serve.api.common.protocol import UsageInfo
+from aios_serve.api.completions.protocol import SamplingFields
 
 MAX_TOOLS = 128
 
@@ -140,6 +141,7 @@ class DeltaMessage(BaseModel):
     role: str | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    reasoning: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
 
 

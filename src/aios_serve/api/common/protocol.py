@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from aios_serve.api.common.context import Usage
 
 
 class ApiModel(BaseModel):
@@ -15,10 +18,22 @@ class ApiModel(BaseModel):
 
 
 class UsageInfo(BaseModel):
-    prompt_tokens: int
-    total_tokens: int
+    """The `usage` object of every API's response."""
+
+    prompt_tokens: int = 0
+    total_tokens: int = 0
     completion_tokens: int | None = 0
-    prompt_tokens_details: None = None
+    prompt_tokens_details: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, usage: Usage) -> UsageInfo:
+        """The response's `usage` for what the request context recorded."""
+        return cls.model_construct(
+            prompt_tokens=usage.prompt_tokens,
+            total_tokens=usage.total_tokens,
+            completion_tokens=usage.completion_tokens,
+            prompt_tokens_details=None,
+        )
 
 
 class ErrorBody(BaseModel):
@@ -32,14 +47,9 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def prompt_only_usage(prompt_tokens: int) -> dict[str, int | None]:
+def prompt_only_usage(prompt_tokens: int) -> dict[str, Any]:
     """The `usage` object of an API that reads tokens and generates none."""
-    return {
-        "prompt_tokens": prompt_tokens,
-        "total_tokens": prompt_tokens,
-        "completion_tokens": 0,
-        "prompt_tokens_details": None,
-    }
+    return UsageInfo.of(Usage(prompt_tokens)).model_dump()
 
 
 def new_id(prefix: str) -> str:

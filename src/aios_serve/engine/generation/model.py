@@ -10,40 +10,32 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aios_serve.config import Capability, ModelSpec
+from aios_serve.engine.generation.backend import ChatTemplateSource
 from aios_serve.engine.generation.chat_template import FALLBACK_TEMPLATE, ChatTemplate
 from aios_serve.engine.generation.factory import EngineSpec, open_engine
 from aios_serve.engine.generation.interface import (
     EngineClient,
-    EngineUnavailable,
-    QueueFull,
     UpdateStream,
     Vocabulary,
 )
 from aios_serve.engine.generation.options import GenerationOptions
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.engine.generation.worker import WorkerEngine, WorkerHealth
-from aios_serve.errors import ApiError, ErrorKind
 from aios_serve.models.bundled import resolve_bundled
 from aios_serve.observability.engine_stats import EngineStats
+from aios_serve.registry import Forwarder
 
 log = logging.getLogger("aios_serve.engine.generation")
 
 
-class ModelVocabulary(Vocabulary, Protocol):
+class ModelVocabulary(Vocabulary, ChatTemplateSource, Protocol):
     """A vocabulary with what the chat template needs."""
-
-    @property
-    def chat_template(self) -> str | None: ...
-
-    @property
-    def bos_token(self) -> str: ...
-
-    @property
-    def eos_token(self) -> str: ...
 
 
 class GenerationModel:
     """A causal LM served through the continuous-batching engine (implements ServedModel)."""
+
+    forwarder: Forwarder | None = None
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -185,28 +177,10 @@ class GenerationModel:
 
     async def check(self, params: SamplingParams, n: int) -> None:
         """What the engine cannot run fails here, before anything streams (UnsupportedParameter,
-        GrammarError)."""
-        try:
-            await self.engine.check(params, n)
-        except EngineUnavailable as exc:
-            raise self._unavailable(exc) from exc
-
-    def _unavailable(self, exc: EngineUnavailable) -> ApiError:
-        return ApiError(
-            ErrorKind.OVERLOADED,
-            f"The model `{self.spec.name}` is unavailable: {exc}; retry shortly.",
-            headers={"Retry-After": str(exc.retry_after)},
-        )
+        GrammarError; EngineUnavailable while its worker is down)."""
+        await self.engine.check(params, n)
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, n: int) -> UpdateStream:
-        """Queue a request; iterate the returned stream for its updates, cancel() to stop it."""
-        try:
-            return self.engine.generate(prompt_ids, params, n)
-        except QueueFull as exc:
-            raise ApiError(
-                ErrorKind.OVERLOADED,
-                f"The model `{self.spec.name}` has too many queued requests; retry shortly.",
-                headers={"Retry-After": "1"},
-            ) from exc
-        except EngineUnavailable as exc:
-            raise self._unavailable(exc) from exc
+        """Queue a request (QueueFull, EngineUnavailable); iterate the returned stream for its
+        updates, cancel() to stop it."""
+        return self.engine.generate(prompt_ids, params, n)

@@ -5,7 +5,7 @@ F16 holds the dequantized weights, so it loses nothing against the file. OpenVIN
 own reading of quantized files refuses some types (the bundled Qwen2.5-Coder q4_k_m holds Q5_0
 tensors), and where it does read them it does not decode as llama.cpp does: SmolLM2's Q4_1 file
 read as is matched llama.cpp's first 32 greedy tokens for 70 of 640 tokens over 20 prompts, its F16
-rewrite for 546 (Zen 3, AVX2; tests/test_openvino_engine.py). F16 was also the faster route at 16
+rewrite for 546 (Zen 3, AVX2; tests/unit/test_openvino_engine.py). F16 was also the faster route at 16
 streams on both models.
 """
 
