@@ -10,7 +10,7 @@ PORT ?= 8000
 
 setup: $(STAMP)
 
-# Debian's chromium and its driver for the browser tests (tests/browser.py); apt runs only if missing.
+# Debian's chromium and its driver for the browser tests (tests/e2e/browser.py); apt runs only if missing.
 browser-deps:
 	test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
 		(apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
@@ -77,7 +77,7 @@ load: setup
 
 # Schemathesis on every operation of the OpenAPI document, more cases than CI runs.
 fuzz: setup
-	AIOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -ra tests/test_fuzz.py
+	AIOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -ra tests/e2e/test_fuzz.py
 
 # Ray Serve (docs/scaling.md): .ray-venv = ray[serve] pinned in requirements-ray.txt, on top of .venv
 # (its packages are found through a .pth file), so .venv itself stays without Ray and uvloop.
@@ -95,4 +95,4 @@ $(RAY_VENV)/.ray-stamp: requirements-ray.txt $(STAMP)
 
 # About 80 s on 2 cores (a local Ray instance, 2 replicas of the embedding model); not in `make test`.
 test-ray: ray-venv
-	$(RAY_VENV)/bin/python -m pytest -q -ra tests/test_ray_serve.py tests/test_ray_cli.py
+	$(RAY_VENV)/bin/python -m pytest -q -ra tests/e2e/test_ray_serve.py tests/e2e/test_ray_cli.py

@@ -1,0 +1,159 @@
+"""Tool-call and reasoning parsers: whole outputs and streams cut at every size, on texts the
+real Qwen tokenizer splits into tokens (so tags arrive split the way a model sends them)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from aios_serve.api.chat.reasoning import ReasoningStreamParser, prompt_opens_thinking, split_reasoning
+from aios_serve.api.chat.tools import ToolCallStreamParser, parse_tool_calls
+from tests.unit.vocab import GgufVocab, gguf_vocab
+
+NAMES = {"get_weather", "get_time"}
+ARGS = '{"location": "Paris", "unit": "celsius"}'
+CALL = f'<tool_call>\n{{"name": "get_weather", "arguments": {ARGS}}}\n</tool_call>'
+
+
+@pytest.fixture(scope="module")
+def qwen() -> GgufVocab:
+    return gguf_vocab("qwen2.5-coder-0.5b-instruct")[0]
+
+
+def token_pieces(vocab: GgufVocab, text: str) -> list[str]:
+    pieces = [vocab.detokenize([t]) for t in vocab.tokenize(text)]
+    assert "".join(pieces) == text
+    return pieces
+
+
+def stream(pieces: list[str], names: set[str] | None = NAMES) -> tuple[str, list[dict[str, object]]]:
+    """Run the stream parser; (content, calls reassembled from deltas as OpenAI clients do)."""
+    parser = ToolCallStreamParser(names)
+    content, calls = "", {}  # type: ignore[var-annotated]
+    events = [parser.feed(p) for p in pieces] + [parser.finish()]
+    for event in events:
+        content += event.content
+        for delta in event.tool_calls:
+            index = delta["index"]
+            if "id" in delta:
+                assert index not in calls and delta["type"] == "function"
+                assert delta["function"]["arguments"] == ""
+                calls[index] = {"id": delta["id"], "name": delta["function"]["name"], "arguments": ""}
+            else:
+                assert set(delta) == {"index", "function"}
+            calls[index]["arguments"] += delta["function"].get("arguments", "")
+    return content, [calls[i] for i in sorted(calls)]
+
+
+def test_qwen_tool_call_block_is_parsed() -> None:
+    content, calls = parse_tool_calls(CALL, NAMES)
+    assert content is None
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", json.loads(ARGS))]
+    assert re.fullmatch(r"call_[0-9a-f]{24}", calls[0].id)
+    assert calls[0].as_openai()["function"]["arguments"] == ARGS
+
+
+def test_bare_json_call_is_parsed() -> None:
+    content, calls = parse_tool_calls('  {"name": "get_time", "arguments": {"tz": "UTC"}}\n', NAMES)
+    assert content is None and calls[0].name == "get_time" and json.loads(calls[0].arguments) == {"tz": "UTC"}
+    _, listed = parse_tool_calls('[{"name": "get_time", "parameters": {"tz": "UTC"}}]', NAMES)
+    assert [c.name for c in listed] == ["get_time"]
+    fenced = '```json\n{\n  "name": "get_time",\n  "arguments": {\n    "tz": "UTC"\n  }\n}\n```'
+    _, calls = parse_tool_calls(fenced, NAMES)
+    assert calls[0].name == "get_time" and json.loads(calls[0].arguments) == {"tz": "UTC"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The weather in Paris is sunny.",
+        '{"answer": 42}',  # JSON, but not a call
+        '<tool_call>\n{"name": "get_news", "arguments": {}}\n</tool_call>',  # not an offered tool
+        "<tool_call>\n{not json}\n</tool_call>",
+        '<tool_call>\n{"name": "get_weather", "arguments": "[1"}\n</tool_call>',
+    ],
+)
+def test_text_that_is_not_a_valid_call_stays_content(text: str) -> None:
+    assert parse_tool_calls(text, NAMES) == (text, [])
+
+
+def test_text_around_calls_stays_content_and_several_calls_are_parsed() -> None:
+    second = '<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}}\n</tool_call>'
+    content, calls = parse_tool_calls(f"Let me check.\n{CALL}\n{second}", NAMES)
+    assert content == "Let me check.\n\n"
+    assert [c.name for c in calls] == ["get_weather", "get_time"]
+    assert len({c.id for c in calls}) == 2
+
+
+def test_arguments_given_as_a_json_string_are_accepted() -> None:
+    text = '<tool_call>{"name": "get_time", "arguments": "{\\"tz\\": \\"UTC\\"}"}</tool_call>'
+    _, calls = parse_tool_calls(text, NAMES)
+    assert json.loads(calls[0].arguments) == {"tz": "UTC"}
+
+
+@pytest.mark.parametrize("prefix", ["", "Checking the weather.\n"])
+def test_streamed_deltas_reassemble_into_the_whole_output_parse(qwen: GgufVocab, prefix: str) -> None:
+    text = prefix + CALL
+    whole_content, whole_calls = parse_tool_calls(text, NAMES)
+    for pieces in (token_pieces(qwen, text), list(text), [text]):
+        content, calls = stream(pieces)
+        assert (content or None) == whole_content
+        assert [(c["name"], c["arguments"]) for c in calls] == [(c.name, c.arguments) for c in whole_calls]
+
+
+def test_arguments_stream_in_several_fragments(qwen: GgufVocab) -> None:
+    parser = ToolCallStreamParser(NAMES)
+    deltas = [d for p in token_pieces(qwen, CALL) for d in parser.feed(p).tool_calls]
+    deltas += parser.finish().tool_calls
+    assert "id" in deltas[0] and deltas[0]["function"]["name"] == "get_weather"
+    assert len(deltas) > 5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Plain answer, no tools.",
+        '<tool_call>\n{"name": "get_news", "arguments": {}}\n</tool_call>',
+        '{"name": "get_time", "arguments": {"tz": "UTC"}}',
+        '```json\n{"name": "get_time", "arguments": {"tz": "UTC"}}\n```',
+        "```python\nprint(1)\n```",
+        "a < b and <tool but not a call",
+    ],
+)
+def test_stream_and_whole_parse_agree(qwen: GgufVocab, text: str) -> None:
+    whole_content, whole_calls = parse_tool_calls(text, NAMES)
+    content, calls = stream(token_pieces(qwen, text))
+    assert (content or None) == whole_content
+    assert [c["name"] for c in calls] == [c.name for c in whole_calls]
+
+
+# --- reasoning ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "opened", "expected"),
+    [
+        ("<think>\nStep one.\n</think>\n\nParis.", False, ("\nStep one.\n", "\n\nParis.")),
+        ("Step one.</think>Paris.", True, ("Step one.", "Paris.")),
+        ("<think>still thinking", False, ("still thinking", None)),
+        ("still thinking", True, ("still thinking", None)),
+        ("No thinking here.", False, (None, "No thinking here.")),
+    ],
+)
+def test_reasoning_is_split_from_content(
+    qwen: GgufVocab, text: str, opened: bool, expected: tuple[str | None, str | None]
+) -> None:
+    assert split_reasoning(text, opened) == expected
+    for pieces in (token_pieces(qwen, text), list(text)):
+        parser = ReasoningStreamParser(opened)
+        deltas = [parser.feed(p) for p in pieces] + [parser.finish()]
+        reasoning = "".join(d.reasoning for d in deltas)
+        content = "".join(d.content for d in deltas)
+        assert (reasoning or None, content or None) == expected
+
+
+def test_prompt_that_opens_a_think_block_is_detected() -> None:
+    assert prompt_opens_thinking("<|im_start|>assistant\n<think>\n")
+    assert not prompt_opens_thinking("<|im_start|>assistant\n")
