@@ -16,7 +16,7 @@ from typing import Any, cast
 import numpy as np
 
 from aios_serve.api.common.context import RequestContext
-from aios_serve.api.common.protocol import new_id, prompt_only_usage, unix_now
+from aios_serve.api.common.protocol import new_id, unix_now
 from aios_serve.api.common.responses import json_response
 from aios_serve.api.embeddings.protocol import EmbeddingRequest
 from aios_serve.api.embeddings.serving import EmbeddingServing, encode_vector
@@ -44,7 +44,12 @@ def dict_body(request: EmbeddingRequest, work: TokenizedTexts, vectors: np.ndarr
             {"index": i, "object": "embedding", "embedding": encode_vector(row, request.encoding_format)}
             for i, row in enumerate(vectors)
         ],
-        "usage": prompt_only_usage(work.token_count),
+        "usage": {
+            "prompt_tokens": work.token_count,
+            "total_tokens": work.token_count,
+            "completion_tokens": 0,
+            "prompt_tokens_details": None,
+        },
     }
     return bytes(json_response(body).body)
 

@@ -47,11 +47,6 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def prompt_only_usage(prompt_tokens: int) -> dict[str, Any]:
-    """The `usage` object of an API that reads tokens and generates none."""
-    return UsageInfo.of(Usage(prompt_tokens)).model_dump()
-
-
 def new_id(prefix: str) -> str:
     """A unique response id such as `embd-1f0c…`."""
     return f"{prefix}-{uuid.uuid4().hex}"

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
-import orjson
-from pydantic import BaseModel
 from starlette.responses import Response
 
 from aios_serve.api.common.context import RequestContext, Usage
 from aios_serve.api.common.encoder_serving import encoder_truncation
 from aios_serve.api.common.pipeline import ServingPipeline
 from aios_serve.api.common.protocol import UsageInfo, new_id, unix_now
+from aios_serve.api.common.responses import json_response
 from aios_serve.api.embeddings.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse
 from aios_serve.engine.encoder import EncoderModel, TokenizedTexts
 from aios_serve.engine.errors import EngineError
@@ -27,19 +26,6 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4", copy=False).tobytes()).decode("ascii")
     return cast("list[float]", vector)
-
-
-def _fields_of(value: Any) -> dict[str, Any]:
-    """orjson's fallback for nested response models: their field values, as validated."""
-    if isinstance(value, BaseModel):
-        return value.__dict__
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def numpy_json_response(body: BaseModel) -> Response:
-    """A response model serialized by orjson, numpy arrays and all, without a dump to dicts."""
-    content = orjson.dumps(body, default=_fields_of, option=orjson.OPT_SERIALIZE_NUMPY)
-    return Response(content, media_type="application/json")
 
 
 class EmbeddingServing(ServingPipeline[EmbeddingRequest, EncoderModel, TokenizedTexts, np.ndarray]):
@@ -90,8 +76,7 @@ class EmbeddingServing(ServingPipeline[EmbeddingRequest, EncoderModel, Tokenized
         work: TokenizedTexts,
         result: np.ndarray,
     ) -> Response:
-        tokens = work.token_count
-        context.usage = Usage(tokens)
+        context.usage = usage = Usage(work.token_count)
         body = EmbeddingResponse(
             id=new_id("embd"),
             created=unix_now(),
@@ -100,9 +85,9 @@ class EmbeddingServing(ServingPipeline[EmbeddingRequest, EncoderModel, Tokenized
                 EmbeddingData(index=i, embedding=encode_vector(row, request.encoding_format))
                 for i, row in enumerate(result)
             ],
-            usage=UsageInfo(prompt_tokens=tokens, total_tokens=tokens),
+            usage=UsageInfo.of(usage),
         )
-        return numpy_json_response(body)
+        return json_response(body)
 
     def engine_error(self, exc: EngineError, request: EmbeddingRequest) -> ApiError:
         return api_error_from_engine(exc, "input")

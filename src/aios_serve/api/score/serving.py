@@ -47,12 +47,12 @@ class ScoreServing(PairScoringServing[ScoreRequest]):
         work: PairInputs,
         result: PairScores,
     ) -> Response:
-        context.usage = Usage(result.prompt_tokens)
+        context.usage = usage = Usage(result.prompt_tokens)
         body = ScoreResponse(
             id=new_id("score"),
             created=unix_now(),
             model=request.model,
             data=[ScoreData(index=i, score=float(score)) for i, score in enumerate(result.scores)],
-            usage=UsageInfo(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
+            usage=UsageInfo.of(usage),
         )
         return json_response(body)
