@@ -5,6 +5,7 @@ llama.cpp does."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -78,6 +79,21 @@ def test_max_tokens_one_finishes_with_length(smol_client: openai.OpenAI) -> None
     out = smol_client.completions.create(model=SMOL, prompt=PROMPT, max_tokens=1, temperature=0)
     assert out.choices[0].finish_reason == "length"
     assert out.usage is not None and out.usage.completion_tokens == 1
+
+
+def test_stream_events_survive_line_separators(smol_server: Server) -> None:
+    """U+2028, U+2029 and U+0085 in the text are escaped, so a client that splits the stream with
+    `str.splitlines` (httpx's `iter_lines`) still reads whole events."""
+    prompt = "one\u2028two\u2029three\x85four"
+    body = {"model": SMOL, "prompt": prompt, "max_tokens": 4, "temperature": 0, "echo": True, "stream": True}
+    text = ""
+    with httpx.stream("POST", f"{smol_server.url}/v1/completions", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunk = json.loads(line[len("data: ") :])  # a cut event would not parse
+                text += "".join(choice["text"] for choice in chunk["choices"])
+    assert text.startswith(prompt) and len(text) > len(prompt)
 
 
 def test_echo_and_n(smol_client: openai.OpenAI, greedy: openai.types.Completion) -> None:

@@ -306,8 +306,17 @@ async def collect(context: RequestContext, streams: list[UpdateStream], n: int) 
         cancel_all(streams)
 
 
+LINE_BREAKING = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+"""U+0085, U+2028 and U+2029 in UTF-8, and their JSON escapes: generated text may hold them, and
+clients that split a stream with `str.splitlines` (httpx's `iter_lines`) would cut an event there."""
+
+
 def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+    data = orjson.dumps(payload)
+    for raw, escaped in LINE_BREAKING:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return b"data: " + data + b"\n\n"
 
 
 def as_api_error(exc: BaseException) -> ApiError:
