@@ -65,6 +65,7 @@ bench: setup
 		sse-starlette==3.7.0 pydantic-settings==2.16.3 python-dotenv==1.2.4
 	PYTHONPATH=src $(BIN)/python benchmarks/generation/bench_generation.py --api chat
 	PYTHONPATH=src $(BIN)/python benchmarks/generation/llama_ceiling.py
+	PYTHONPATH=src $(BIN)/python benchmarks/generation/worker_overhead.py
 
 .PHONY: load fuzz
 LOAD_CLIENTS ?= 64

