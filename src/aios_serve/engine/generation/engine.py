@@ -12,6 +12,7 @@ import heapq
 import logging
 import queue
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -53,6 +54,8 @@ class GenerationEngine:
         self._eog_set = set(self._eog_ids)
         self._thread = threading.Thread(target=self._run, name=f"generate-{name}", daemon=True)
         self.steps = 0
+        self.step_ended: Callable[[], None] = lambda: None
+        """Called on this thread after each step has delivered its updates."""
         self.prompt_passes = 0
         self.snapshot = EngineStats(
             running=0, waiting=0, kv_cache_usage=0.0, batch_size=0, prompt_passes=0, decode_passes=0
@@ -96,7 +99,9 @@ class GenerationEngine:
             except Exception as exc:  # a backend failure fails the running requests, not the loop
                 log.exception("generation step failed")
                 self._fail_all(exc)
+            self.step_ended()
         self._fail_all(RuntimeError("the model is shutting down"))
+        self.step_ended()
 
     def _take_commands(self, block: bool) -> bool:
         """Move submitted requests into the waiting queue; False when asked to stop."""

@@ -190,4 +190,8 @@ class EngineClient(Protocol):
     def generate(self, prompt_ids: list[int], params: SamplingParams, n: int) -> UpdateStream:
         """Queue a request (raises QueueFull or EngineUnavailable); iterate the stream."""
 
+    def on_step_end(self, callback: Callable[[], None]) -> None:
+        """Have `callback` called on the engine's thread each time a step (or a failure) has
+        delivered its updates: a worker writes them to its pipe then, as one batch."""
+
     def stats(self) -> EngineStats: ...

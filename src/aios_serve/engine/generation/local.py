@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aios_serve.engine.generation.backend import GenerationBackend
 from aios_serve.engine.generation.constraints import CompiledGrammar, ConstraintVocab
@@ -124,6 +124,9 @@ class LocalEngine:
         stream.on_cancel(abort)
         loop.submit(state)
         return stream
+
+    def on_step_end(self, callback: Callable[[], None]) -> None:
+        self._running().step_ended = callback
 
     def stats(self) -> EngineStats:
         loop = self._loop

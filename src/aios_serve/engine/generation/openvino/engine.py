@@ -14,7 +14,7 @@ import collections
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ class OpenVinoEngine:
         self._failed: BaseException | None = None
         self._batch_size = 0
         self._cache_usage: float | None = None
+        self._step_ended: Callable[[], None] = lambda: None
 
     # --- EngineClient properties -----------------------------------------------------------
 
@@ -138,6 +139,7 @@ class OpenVinoEngine:
             await asyncio.to_thread(self._thread.join)
         self._thread = None
         self._fail_all(EngineUnavailable(f"the {self.name} engine stopped"))
+        self._step_ended()
         self._pipeline = None
 
     # --- requests -------------------------------------------------------------------------
@@ -173,6 +175,9 @@ class OpenVinoEngine:
             request.cancelled = True
             self._cv.notify_all()
 
+    def on_step_end(self, callback: Callable[[], None]) -> None:
+        self._step_ended = callback
+
     def stats(self) -> EngineStats:
         with self._cv:
             running = sum(r.live_handles() for r in self._active)
@@ -189,12 +194,13 @@ class OpenVinoEngine:
     def _run(self) -> None:
         try:
             while self._step():
-                pass
+                self._step_ended()
         except Exception as exc:  # the pipeline failed: fail what runs
             log.exception("the OpenVINO engine for %s failed", self.name)
             with self._cv:
                 self._failed = exc
             self._fail_all(EngineUnavailable(f"the {self.name} engine failed: {exc}"))
+            self._step_ended()
 
     def _step(self) -> bool:
         """One scheduling round; False when the engine is stopping."""

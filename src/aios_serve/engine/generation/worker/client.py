@@ -1,8 +1,9 @@
 """`WorkerEngine`: a generation engine in a supervised worker process (implements EngineClient).
 
 The server process keeps HTTP, templates, tokenization and metrics; the worker (spawned, never
-forked) runs the engine. A reader thread routes the worker's `Updates` batches to each request's
-`UpdateStream`. Supervision:
+forked) runs the engine. The event loop reads the pipe itself (`add_reader`) and routes the
+worker's `Updates` batches to each request's `UpdateStream`: one wake-up per step, as an engine
+in this process costs, not a reader thread's and then the loop's. Supervision:
 
 - death (killed, crashed or exited: EOF on the pipe) fails the requests in flight at once with
   `EngineUnavailable`, logs the exit signal or code, and restarts the worker after 1 s, 2 s, 4 s
@@ -18,14 +19,13 @@ passes when no worker is ready, leaving the 503 to `generate`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -63,6 +63,9 @@ from aios_serve.engine.generation.worker.state import (
 from aios_serve.observability.engine_stats import EngineStats
 
 log = logging.getLogger("aios_serve.engine.generation.worker")
+
+READ_BATCH = 64
+"""Messages routed per wake-up of the loop at most (then other callbacks get their turn)."""
 
 
 class _Launch:
@@ -105,7 +108,7 @@ class WorkerEngine:
         self._ids = itertools.count(1)
         self._streams: dict[int, UpdateStream] = {}
         self._checks: dict[int, asyncio.Future[Reply]] = {}
-        self._lock = threading.Lock()  # guards _streams (the event loop and the reader thread)
+        self._lock = threading.Lock()  # guards _streams
         self._send_lock = threading.Lock()
         self._progress = -1
         self._progress_at = time.monotonic()
@@ -115,6 +118,7 @@ class WorkerEngine:
         self.last_exit: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._step_ended: Callable[[], None] = lambda: None
 
     # --- EngineClient ---------------------------------------------------------------------
 
@@ -167,7 +171,7 @@ class WorkerEngine:
                 await asyncio.to_thread(launch.process.join, 5)
         self._fail_in_flight(EngineUnavailable(f"The model `{self.name}` is shutting down.", 1))
         if launch is not None:
-            launch.conn.close()
+            self._close(launch)
 
     async def check(self, params: SamplingParams, n: int) -> None:
         """The worker's engine checks the parameters (request/reply). Availability is not
@@ -205,6 +209,10 @@ class WorkerEngine:
         self._send(Submit(request_id, prompt_ids, params, n))
         return stream
 
+    def on_step_end(self, callback: Callable[[], None]) -> None:
+        """`callback` runs on the event loop after each batch of updates has been routed."""
+        self._step_ended = callback
+
     def stats(self) -> EngineStats:
         return self._stats
 
@@ -239,27 +247,34 @@ class WorkerEngine:
         launch = _Launch(process, ours)
         self._launch = launch
         log.info("worker of %s started (pid %s)", self.name, process.pid)
-        threading.Thread(target=self._read, args=(launch,), name=f"worker-{self.name}", daemon=True).start()
+        assert self._loop is not None
+        self._loop.add_reader(ours.fileno(), self._read, launch)
         return launch
 
     def _read(self, launch: _Launch) -> None:
-        """The reader thread: routes updates to streams; hands the rest to the event loop."""
-        assert self._loop is not None
-        loop = self._loop
-        while True:
-            try:
+        """The pipe is readable (on the loop): route what is waiting; at EOF the worker is gone."""
+        try:
+            for _ in range(READ_BATCH):
+                if not launch.conn.poll():
+                    return
                 message = launch.conn.recv()
-            except (EOFError, OSError):
-                break
-            if isinstance(message, Updates):
-                self._route(message)
-            elif isinstance(message, Heartbeat):
-                self._stats = message.stats
-                self._note_progress(message.progress)
-            else:
-                loop.call_soon_threadsafe(self._control, launch, message)
-        with contextlib.suppress(RuntimeError):  # RuntimeError: the event loop is closed (shutdown)
-            loop.call_soon_threadsafe(lambda: self._spawn_task(self._exited(launch)))
+                if isinstance(message, Updates):
+                    self._route(message)
+                elif isinstance(message, Heartbeat):
+                    self._stats = message.stats
+                    self._note_progress(message.progress)
+                else:
+                    self._control(launch, message)
+        except (EOFError, OSError):
+            self._close(launch)
+            self._spawn_task(self._exited(launch))
+
+    def _close(self, launch: _Launch) -> None:
+        """Stop reading the worker's pipe and close it."""
+        if not launch.conn.closed:
+            if self._loop is not None:
+                self._loop.remove_reader(launch.conn.fileno())
+            launch.conn.close()
 
     def _route(self, message: Updates) -> None:
         self._stats = message.stats
@@ -275,6 +290,7 @@ class WorkerEngine:
                 update.error = decode_error(error)
                 update.finished = True
             stream.deliver(update)
+        self._step_ended()
 
     def _note_progress(self, progress: int) -> None:
         if progress != self._progress:
@@ -330,7 +346,7 @@ class WorkerEngine:
         self._state = "restarting"
         message = f"The engine worker of the model `{self.name}` {how}; it is restarting, retry shortly."
         self._fail_in_flight(EngineUnavailable(message, retry_after=math.ceil(delay)))
-        launch.conn.close()
+        self._close(launch)
         await asyncio.sleep(delay)
         if self._state == "stopped":
             return

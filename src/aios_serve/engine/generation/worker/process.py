@@ -2,10 +2,11 @@
 
 It opens the engine from its `EngineSpec`, answers `Ready`, then takes `Submit`/`Abort`/`Check`/
 `Stop` messages on its own asyncio loop. Updates do not pass through that loop: each request's
-stream hands them, on the engine's own thread, to an outbox, and one sender thread writes what
-has gathered as one `Updates` message (while it writes, the next step's updates gather, so a
-batch is about a step). The sender is the pipe's only writer (check replies go through it too)
-and sends a `Heartbeat` when it has had nothing to send for a second.
+stream hands them, on the engine's own thread, to an outbox, and when the step has delivered
+them all (`EngineClient.on_step_end`) that thread writes them as one `Updates` message, before
+its next step starts: no other thread wakes up to send while the engine computes, which on a
+2-core machine would take a core from it. A sender thread answers checks and sends a `Heartbeat`
+when nothing was sent for a second.
 
 The worker never outlives the server: a thread reading the pipe exits the process at EOF, and
 another polls `os.getppid()` (the pipe may stay open if its end leaked into another process).
@@ -59,7 +60,7 @@ class WorkerOptions:
     parent_pid: int
     log_level: int = logging.INFO
     hang_after_steps: int | None = None
-    """Test hook: after this many update batches the worker's loop sleeps (a hung worker)."""
+    """Test hook: after this many update batches the engine's thread sleeps (a hung engine)."""
 
 
 def worker_main(conn: Connection, opener: Opener | None, spec: Any, options: WorkerOptions) -> None:
@@ -105,6 +106,8 @@ class _Worker:
         self.outbox: list[tuple[int, RequestUpdate, ErrorInfo | None]] = []
         self.replies: list[Reply] = []
         self.outbox_ready = threading.Condition()
+        self.send_lock = threading.Lock()  # the pipe has writers on two threads
+        self.sent_at = time.monotonic()
         self.sending = True
         self.batches = 0
         self.stopping: asyncio.Event | None = None
@@ -123,6 +126,7 @@ class _Worker:
         info = EngineInfo(
             engine.engine_name, engine.context_length, engine.max_sequences, tuple(engine.eog_ids)
         )
+        engine.on_step_end(self._flush)
         self.conn.send(Ready(info))
         sender = threading.Thread(target=self._send_forever, name="worker-sender", daemon=True)
         sender.start()
@@ -171,6 +175,7 @@ class _Worker:
             stream = self.engine.generate(message.prompt_ids, message.params, message.n)
         except Exception as exc:  # QueueFull, EngineUnavailable...: the request's only update
             self._post(message.request_id, RequestUpdate(finished=True), encode_error(exc))
+            self._flush()
             return
         with self.outbox_ready:
             self.streams[message.request_id] = stream
@@ -190,41 +195,54 @@ class _Worker:
     # --- sending --------------------------------------------------------------------------
 
     def _post(self, request_id: int, update: RequestUpdate, error: ErrorInfo | None = None) -> None:
-        """An update for the sender; called on the engine's thread as the engine delivers it."""
+        """An update for the next `Updates`; called on the engine's thread as it delivers it."""
         if update.error is not None:
             error, update = encode_error(update.error), replace(update, error=None, finished=True)
         with self.outbox_ready:
             if update.finished or error is not None:
                 self.streams.pop(request_id, None)
             self.outbox.append((request_id, update, error))
-            self.outbox_ready.notify()
+
+    def _flush(self) -> None:
+        """Write what the step delivered as one `Updates` (the engine's thread, at its step end)."""
+        assert self.engine is not None
+        with self.outbox_ready:
+            items, self.outbox = self.outbox, []
+        if not items:
+            return
+        stats = self.engine.stats()
+        with self.send_lock:
+            self.batches += 1
+            self.conn.send(Updates(items, stats, self._progress(stats)))
+            self.sent_at = time.monotonic()
+        self._test_hang()
 
     def _send_forever(self) -> None:
-        """The sender thread: what gathered in the outbox as one `Updates`, else a heartbeat."""
+        """The sender thread: check replies as they come; a heartbeat after a second of silence."""
         assert self.engine is not None
         while True:
             with self.outbox_ready:
-                if not (self.outbox or self.replies) and self.sending:
+                if not self.replies and self.sending:
                     self.outbox_ready.wait(HEARTBEAT_S)
-                items, self.outbox = self.outbox, []
                 replies, self.replies = self.replies, []
                 sending = self.sending
-            for reply in replies:
-                self.conn.send(reply)
-            stats = self.engine.stats()
-            if items:
-                self.batches += 1
-                self.conn.send(Updates(items, stats, self._progress(stats)))
-                self._test_hang()
-            elif not replies:
-                self.conn.send(Heartbeat(stats, self._progress(stats)))
+            if not sending:
+                self._flush()  # what the engine's stop delivered
+            with self.send_lock:
+                for reply in replies:
+                    self.conn.send(reply)
+                if not replies and time.monotonic() - self.sent_at >= HEARTBEAT_S:
+                    stats = self.engine.stats()
+                    self.conn.send(Heartbeat(stats, self._progress(stats)))
+                    self.sent_at = time.monotonic()
             if not sending:
                 return
 
     def _test_hang(self) -> None:
+        """Test hook: the engine's thread sleeps in its step loop, as a hung engine would."""
         hang_after = self.options.hang_after_steps
         if hang_after is not None and self.batches >= hang_after:
-            log.warning("test hook: the worker hangs after %d update batches", self.batches)
+            log.warning("test hook: the engine hangs after %d update batches", self.batches)
             time.sleep(3600)
 
     def _progress(self, stats: EngineStats) -> int:
