@@ -64,7 +64,7 @@ class RequestUpdate:
 
 
 class UpdateStream:
-    """The asyncio side of one request: an engine thread (or a worker's reader) delivers updates,
+    """The asyncio side of one request: an engine thread (or a worker's pipe) delivers updates,
     the API iterates them; `cancel()` tells the engine to stop and free the request."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, prompt_tokens: int) -> None:
@@ -109,7 +109,7 @@ class UpdateStream:
 
     def forward_to(self, sink: Callable[[RequestUpdate], None]) -> None:
         """From now on, hand every update to `sink` on the delivering thread instead of queueing
-        it for this loop (a worker writes them straight to its pipe). Call on the loop's thread;
+        it for this loop (a worker gathers them for its pipe). Call on the loop's thread;
         updates already delivered go to `sink` first, in order."""
         with self._lock:
             while not self._queue.empty():
