@@ -3,7 +3,8 @@
 The server process keeps HTTP, templates, tokenization and metrics; the worker (spawned, never
 forked) runs the engine. The event loop reads the pipe itself (`add_reader`) and routes the
 worker's `Updates` batches to each request's `UpdateStream`: one wake-up per step, as an engine
-in this process costs, not a reader thread's and then the loop's. Supervision:
+in this process costs, not a reader thread's and then the loop's. All of its state is the
+loop's (other threads only wait for the process to exit). Supervision:
 
 - death (killed, crashed or exited: EOF on the pipe) fails the requests in flight at once with
   `EngineUnavailable`, logs the exit signal or code, and restarts the worker after 1 s, 2 s, 4 s
@@ -23,7 +24,6 @@ import itertools
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing import get_context
@@ -108,8 +108,6 @@ class WorkerEngine:
         self._ids = itertools.count(1)
         self._streams: dict[int, UpdateStream] = {}
         self._checks: dict[int, asyncio.Future[Reply]] = {}
-        self._lock = threading.Lock()  # guards _streams
-        self._send_lock = threading.Lock()
         self._progress = -1
         self._progress_at = time.monotonic()
         self._restarts = 0
@@ -180,10 +178,9 @@ class WorkerEngine:
             return
         request_id = next(self._ids)
         reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        with self._lock:
-            if not (self._streams or self._checks):
-                self._progress_at = time.monotonic()  # the hang clock starts with the work
-            self._checks[request_id] = reply
+        if not (self._streams or self._checks):
+            self._progress_at = time.monotonic()  # the hang clock starts with the work
+        self._checks[request_id] = reply
         try:
             self._send(Check(request_id, params, n))
             answer = await reply
@@ -202,10 +199,9 @@ class WorkerEngine:
         request_id = next(self._ids)
         stream = UpdateStream(asyncio.get_running_loop(), len(prompt_ids))
         stream.on_cancel(lambda: self._abort(request_id))
-        with self._lock:
-            if not self._streams:
-                self._progress_at = time.monotonic()  # the hang clock starts with the work
-            self._streams[request_id] = stream
+        if not self._streams:
+            self._progress_at = time.monotonic()  # the hang clock starts with the work
+        self._streams[request_id] = stream
         self._send(Submit(request_id, prompt_ids, params, n))
         return stream
 
@@ -280,10 +276,9 @@ class WorkerEngine:
         self._stats = message.stats
         self._note_progress(message.progress)
         for request_id, update, error in message.items:
-            with self._lock:
-                stream = self._streams.get(request_id)
-                if stream is not None and (update.finished or error is not None):
-                    del self._streams[request_id]
+            stream = self._streams.get(request_id)
+            if stream is not None and (update.finished or error is not None):
+                del self._streams[request_id]
             if stream is None:
                 continue  # aborted
             if error is not None:
@@ -379,8 +374,7 @@ class WorkerEngine:
                 launch.process.kill()
 
     def _fail_in_flight(self, error: EngineUnavailable) -> None:
-        with self._lock:
-            streams, self._streams = self._streams, {}
+        streams, self._streams = self._streams, {}
         for stream in streams.values():
             stream.deliver(RequestUpdate(error=error, finished=True))
         for request_id, future in self._checks.items():  # `generate` reports the outage
@@ -397,9 +391,7 @@ class WorkerEngine:
         )
 
     def _abort(self, request_id: int) -> None:
-        with self._lock:
-            known = self._streams.pop(request_id, None) is not None
-        if known:
+        if self._streams.pop(request_id, None) is not None:
             self._send(Abort(request_id))
 
     def _send(self, message: ToWorker) -> None:
@@ -408,8 +400,7 @@ class WorkerEngine:
         if launch is None:
             return
         try:
-            with self._send_lock:
-                launch.conn.send(message)
+            launch.conn.send(message)
         except (OSError, ValueError):
             log.debug("worker of %s is gone; dropped a %s", self.name, type(message).__name__)
 
