@@ -19,6 +19,7 @@ from aios_serve.backends.encoder_base import (
     sigmoid,
 )
 from aios_serve.backends.packed_bert import PackedBatch, PackedBert, packable
+from aios_serve.cpu_features import has_native_bf16
 from aios_serve.engine.encoder.backend import EncodedInput
 from aios_serve.engine.encoder.options import DType
 
@@ -39,11 +40,7 @@ log = logging.getLogger("aios_serve.backends.torch_encoder")
 
 def cpu_has_native_bf16() -> bool:
     """True where the CPU flags show AVX512-BF16 or AMX-BF16."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return has_native_bf16()
 
 
 def use_math_threads(count: int) -> None:
