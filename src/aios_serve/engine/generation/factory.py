@@ -152,4 +152,5 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         max_queued_requests=options.max_queued_requests,
         enable_prefix_caching=options.prefix_caching,
         n_threads=options.n_threads,
+        inference_precision=options.inference_precision,
     )

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 EngineName = Literal["auto", "openvino", "llama.cpp", "transformers"]
+InferencePrecision = Literal["auto", "f32", "bf16"]
 
 
 class GenerationOptions(BaseModel):
@@ -23,6 +24,10 @@ class GenerationOptions(BaseModel):
     """OpenVINO only: the paged KV cache's size in GB."""
     prefix_caching: bool = True
     """OpenVINO only: reuse the KV blocks of a prompt prefix seen before."""
+    inference_precision: InferencePrecision = "auto"
+    """OpenVINO only: the CPU plugin's activation precision. `f32` is batch-invariant (batched
+    greedy output equals sequential); `bf16` is faster where the CPU computes bf16 natively;
+    `auto` picks per CPU (engine/generation/openvino/precision.py)."""
     n_ctx: int | None = Field(default=None, gt=0)
     """The longest prompt plus output of one sequence; default: min(trained context, 8192)."""
     kv_unified: bool = False

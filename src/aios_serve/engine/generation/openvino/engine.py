@@ -29,8 +29,10 @@ from aios_serve.engine.generation.interface import (
     Vocabulary,
 )
 from aios_serve.engine.generation.openvino import config as ovconfig
+from aios_serve.engine.generation.openvino import precision
 from aios_serve.engine.generation.openvino.loading import openvino_weights
 from aios_serve.engine.generation.openvino.requests import Choice, Request
+from aios_serve.engine.generation.options import InferencePrecision
 from aios_serve.engine.generation.sampling import SamplingParams, TokenLogprobs
 from aios_serve.observability.engine_stats import EngineStats
 
@@ -56,6 +58,7 @@ class OpenVinoEngine:
         max_queued_requests: int,
         enable_prefix_caching: bool = True,
         n_threads: int | None = None,
+        inference_precision: InferencePrecision = "auto",
     ) -> None:
         self.path = path
         self.name = name
@@ -70,6 +73,9 @@ class OpenVinoEngine:
         self.enable_prefix_caching = enable_prefix_caching
         self.n_threads = n_threads or os.cpu_count() or 1
         self.route: str | None = None
+        self.inference_precision: InferencePrecision = inference_precision
+        self.precision: precision.PrecisionChoice | None = None
+        """What the precision option became, as OpenVINO reports it (set at load)."""
         self._pipeline: Any = None
         self._thread: threading.Thread | None = None
         self._cv = threading.Condition()
@@ -95,6 +101,14 @@ class OpenVinoEngine:
     def eog_ids(self) -> Sequence[int]:
         return list(self._eog_ids)
 
+    @property
+    def engine_details(self) -> str:
+        """The compiled precision, the CPU's deciding flags and the weights' route."""
+        if self.precision is None:
+            return ""
+        caching = "on" if self.enable_prefix_caching else "off"
+        return f"{self.precision.describe()}; prefix caching {caching}; weights {self.route}"
+
     # --- lifecycle ------------------------------------------------------------------------
 
     def _load(self) -> Any:
@@ -104,9 +118,13 @@ class OpenVinoEngine:
         scheduler.cache_size = max(1, round(self.kv_cache_gb))
         scheduler.max_num_batched_tokens = self.max_batch_tokens
         scheduler.max_num_seqs = self._max_sequences
+        plugin, self.precision = precision.choose(self.inference_precision)
+        if self.enable_prefix_caching and not precision.prefix_caching_allowed(self.precision.compiled):
+            log.warning("%s: prefix caching is off at %s (precision.py)", self.name, self.precision.compiled)
+            self.enable_prefix_caching = False
         scheduler.enable_prefix_caching = self.enable_prefix_caching
         scheduler.dynamic_split_fuse = True
-        properties = {"INFERENCE_NUM_THREADS": self.n_threads}
+        properties: dict[str, Any] = {"INFERENCE_NUM_THREADS": self.n_threads, **plugin}
         weights, self.route = openvino_weights(self.path)
         try:
             return ov.ContinuousBatchingPipeline(str(weights), scheduler, "CPU", properties)
@@ -125,7 +143,7 @@ class OpenVinoEngine:
         log.info(
             "OpenVINO engine for %s ready (%s): context %d, %d sequences, %d GB KV cache",
             self.name,
-            self.route,
+            self.engine_details,
             self._context_length,
             self._max_sequences,
             max(1, round(self.kv_cache_gb)),
