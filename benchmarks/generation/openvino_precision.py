@@ -1,0 +1,175 @@
+"""OpenVINO engine, f32 against bf16 on this CPU: the figures `inference_precision: auto` is
+chosen by (README, "OpenVINO's inference precision").
+
+Per bundled chat model, both precisions loaded at once in this process (no HTTP, 2 threads):
+- decode tok/s of one stream and aggregate tok/s of 16 streams (128 tokens, EOS ignored), run
+  in turns (f32 then bf16, then bf16 then f32, ...) and reported as medians over `--rounds`;
+- batched-against-sequential flips: 8 greedy prompts run one after another, then all at once;
+- fidelity to llama.cpp on the same GGUF (engine/generation/fidelity.py, 20 prompts x 32 tokens).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_precision.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+from servers import machine
+
+from aios_serve.backends.llama_cpp import LlamaCppModel, LlamaCppVocab
+from aios_serve.engine.generation import fidelity
+from aios_serve.engine.generation.backend import end_of_generation_ids
+from aios_serve.engine.generation.openvino import OpenVinoEngine
+from aios_serve.engine.generation.sampling import SamplingParams
+from aios_serve.models.bundled import resolve_bundled
+
+MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
+PRECISIONS = ("f32", "bf16")
+POEM_TOPICS = [
+    "the sea",
+    "a mountain",
+    "the city at night",
+    "autumn",
+    "a cat",
+    "the moon",
+    "rain",
+    "a library",
+]
+"""The batched-against-sequential prompts of tests/e2e/test_generation_concurrency.py."""
+
+
+def chat_ids(vocab: LlamaCppVocab, text: str) -> list[int]:
+    """A one-message ChatML prompt (both bundled models' template)."""
+    return vocab.tokenize(f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n", True)
+
+
+def poem_request(vocab: LlamaCppVocab, topic: str) -> list[int]:
+    ask = f"Write a short poem about {topic}. Use simple words, four lines, and give it a title. " * 3
+    return chat_ids(vocab, ask.strip())
+
+
+def _engine(path: Path, vocab: LlamaCppVocab, precision: str) -> OpenVinoEngine:
+    return OpenVinoEngine(
+        path,
+        name=f"{path.stem}-{precision}",
+        vocab=vocab,
+        eog_ids=end_of_generation_ids(vocab),
+        context_length=2048,
+        max_sequences=16,
+        max_batch_tokens=512,
+        kv_cache_gb=1,
+        max_queued_requests=1024,
+        n_threads=2,
+        inference_precision=precision,  # type: ignore[arg-type]
+    )
+
+
+async def _tokens(
+    engine: OpenVinoEngine, prompt: list[int], max_tokens: int
+) -> tuple[list[int], float, float]:
+    """Greedy tokens, the first token's time and the end time (monotonic)."""
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    tokens: list[int] = []
+    first = 0.0
+    async for update in engine.generate(prompt, params, 1):
+        for choice in update.choices:
+            if choice.token_ids and not first:
+                first = time.monotonic()
+            tokens += choice.token_ids
+    return tokens, first, time.monotonic()
+
+
+async def _speed(engine: OpenVinoEngine, prompt: list[int], streams: int, max_tokens: int) -> float:
+    """One stream: decode tok/s after the first token; several: aggregate tok/s over the wall."""
+    start = time.monotonic()
+    runs = await asyncio.gather(*(_tokens(engine, prompt, max_tokens) for _ in range(streams)))
+    if streams == 1:
+        tokens, first, end = runs[0]
+        return (len(tokens) - 1) / (end - first)
+    return sum(len(r[0]) for r in runs) / (max(r[2] for r in runs) - start)
+
+
+async def _flips(engine: OpenVinoEngine, prompts: list[list[int]]) -> int:
+    alone = [(await _tokens(engine, p, 40))[0] for p in prompts]
+    together = await asyncio.gather(*(_tokens(engine, p, 40) for p in prompts))
+    return sum(a != b[0] for a, b in zip(alone, together, strict=True))
+
+
+def _references(path: Path, prompts: list[list[int]]) -> list[fidelity.ReferenceRun]:
+    backend = LlamaCppModel(
+        path,
+        context_length=2048,
+        kv_cells=None,
+        max_sequences=1,
+        max_batch_tokens=512,
+        n_threads=2,
+        n_threads_batch=2,
+    )
+    try:
+        return [fidelity.reference_run(backend, p, 32) for p in prompts]
+    finally:
+        backend.close()
+
+
+async def _model(name: str, rounds: int, max_tokens: int) -> None:
+    path = resolve_bundled(name)
+    vocab = LlamaCppVocab(path)
+    engines = {p: _engine(path, vocab, p) for p in PRECISIONS}
+    for engine in engines.values():
+        await engine.start()
+    try:
+        prompt = chat_ids(vocab, "Write a long story about a lighthouse keeper.")
+        speeds: dict[tuple[str, int], list[float]] = {}
+        for round_index in range(rounds):
+            order = PRECISIONS if round_index % 2 == 0 else PRECISIONS[::-1]
+            for streams in (1, 16):
+                for precision in order:
+                    figure = await _speed(engines[precision], prompt, streams, max_tokens)
+                    speeds.setdefault((precision, streams), []).append(figure)
+        poems = [poem_request(vocab, topic) for topic in POEM_TOPICS]
+        references = await asyncio.to_thread(
+            _references, path, [chat_ids(vocab, t) for t in fidelity.PROMPTS]
+        )
+        print(f"\n### {name} ({engines['f32'].route}), {rounds} rounds, {max_tokens} tokens")
+        print(
+            "| precision | compiled | 1 stream tok/s | 16 streams tok/s | flips | fidelity |"
+        )
+        print("|---|---|---|---|---|---|")
+        for precision, engine in engines.items():
+            flips = await _flips(engine, poems)
+            fid = await fidelity.measure(engine, references)
+            single = statistics.median(speeds[(precision, 1)])
+            many = statistics.median(speeds[(precision, 16)])
+            compiled = engine.precision.compiled if engine.precision else "?"
+            print(
+                f"| {precision} | {compiled} | {single:.1f} | {many:.1f} | {flips}/{len(poems)} | "
+                f"{fid.describe()} |"
+            )
+        ratios = [
+            b / f
+            for streams in (1, 16)
+            for f, b in zip(speeds[("f32", streams)], speeds[("bf16", streams)], strict=True)
+        ]
+        print(f"bf16/f32 per round (1 stream x{rounds}, then 16 x{rounds}): {[round(r, 3) for r in ratios]}")
+    finally:
+        for engine in engines.values():
+            await engine.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    for name in args.models:
+        await _model(name, args.rounds, args.max_tokens)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
