@@ -23,7 +23,7 @@ from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.engine.generation.worker import WorkerEngine, WorkerHealth
 from aios_serve.models.bundled import resolve_bundled
 from aios_serve.observability.engine_stats import EngineStats
-from aios_serve.registry import Forwarder
+from aios_serve.served_model import Forwarder
 
 log = logging.getLogger("aios_serve.engine.generation")
 
