@@ -9,15 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from aios_serve.backends.protocols.generation import ChatTemplateSource, Vocabulary
 from aios_serve.config import Capability, ModelSpec
-from aios_serve.engine.generation.backend import ChatTemplateSource
 from aios_serve.engine.generation.chat_template import FALLBACK_TEMPLATE, ChatTemplate
 from aios_serve.engine.generation.factory import EngineSpec, open_engine
-from aios_serve.engine.generation.interface import (
-    EngineClient,
-    UpdateStream,
-    Vocabulary,
-)
+from aios_serve.engine.generation.interface import EngineClient, UpdateStream
 from aios_serve.engine.generation.options import GenerationOptions
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.engine.generation.worker import WorkerEngine, WorkerHealth
