@@ -19,8 +19,7 @@ from aios_serve.backends.encoder_base import (
     sigmoid,
 )
 from aios_serve.backends.packed_bert import PackedBatch, PackedBert, packable
-from aios_serve.engine.encoder.backend import EncodedInput
-from aios_serve.engine.encoder.options import DType
+from aios_serve.backends.protocols.encoder import DType, EncodedInput
 
 __all__ = [
     "PAD_MULTIPLE",

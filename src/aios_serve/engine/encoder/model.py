@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aios_serve.backends.protocols.encoder import EncodedInput, EncoderBackend
 from aios_serve.config import ModelSpec
-from aios_serve.engine.encoder.backend import EncodedInput, EncoderBackend
 from aios_serve.engine.encoder.options import EncoderOptions
 from aios_serve.engine.encoder.scheduler import BatchScheduler
 from aios_serve.engine.errors import InputTooLong, PairSide, TokenOutOfVocabulary
