@@ -1,4 +1,5 @@
-"""The interface the encoder engine drives; the torch and ONNX backends implement it."""
+"""The interface the encoder engine drives (the torch and ONNX backends implement it), and the
+precision option the torch backend reads (`DType`)."""
 
 from __future__ import annotations
 
