@@ -54,9 +54,11 @@ serve: setup
 test: setup browser-deps
 	$(BIN)/python -m pytest -q -ra tests
 
+# lint-imports checks the import layers of docs/architecture.md ([tool.importlinter] in pyproject.toml).
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench: setup
 	$(BIN)/python benchmarks/encoders/bench_encoders.py

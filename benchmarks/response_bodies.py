@@ -20,8 +20,8 @@ from aios_serve.api.common.protocol import new_id, unix_now
 from aios_serve.api.common.responses import json_response
 from aios_serve.api.embeddings.protocol import EmbeddingRequest
 from aios_serve.api.embeddings.serving import EmbeddingServing, encode_vector
+from aios_serve.backends.protocols.encoder import EncodedInput
 from aios_serve.engine.encoder import TokenizedTexts
-from aios_serve.engine.encoder.backend import EncodedInput
 
 SHAPES = [(1, 384, "float"), (32, 384, "float"), (32, 384, "base64")]
 REPEATS = 21

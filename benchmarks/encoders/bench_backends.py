@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from aios_serve.backends.onnx_encoder import OnnxEncoderBackend
+from aios_serve.backends.protocols.encoder import EncodedInput, EncoderBackend
 from aios_serve.backends.torch_encoder import TorchEncoderBackend
-from aios_serve.engine.encoder.backend import EncodedInput, EncoderBackend
 from aios_serve.models.bundled import resolve_bundled
 
 

@@ -20,10 +20,10 @@ from collections.abc import Callable
 import torch
 from bench_encoders import synthetic_corpus
 
+from aios_serve.backends.length_groups import plan_length_groups
+from aios_serve.backends.protocols.encoder import EncodedInput
 from aios_serve.backends.torch_encoder import TorchEncoderBackend
 from aios_serve.engine.encoder import EncoderOptions
-from aios_serve.engine.encoder.backend import EncodedInput
-from aios_serve.engine.encoder.scheduler import plan_length_groups
 from aios_serve.models.bundled import resolve_bundled
 
 Batches = list[list[EncodedInput]]

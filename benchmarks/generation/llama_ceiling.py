@@ -21,7 +21,7 @@ import numpy as np
 from bench_generation import MODELS  # this script's folder is on sys.path when run as a script
 
 from aios_serve.backends.llama_cpp.model import LlamaCppModel
-from aios_serve.engine.generation.backend import BatchItem
+from aios_serve.backends.protocols.generation import BatchItem
 from aios_serve.models.bundled import resolve_bundled
 
 BATCHES = (1, 4, 8, 16)

@@ -21,8 +21,8 @@ from pathlib import Path
 from servers import machine
 
 from aios_serve.backends.llama_cpp import LlamaCppModel, LlamaCppVocab
+from aios_serve.backends.protocols.generation import end_of_generation_ids
 from aios_serve.engine.generation import fidelity
-from aios_serve.engine.generation.backend import end_of_generation_ids
 from aios_serve.engine.generation.openvino import OpenVinoEngine
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.models.bundled import resolve_bundled

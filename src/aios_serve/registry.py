@@ -1,61 +1,18 @@
-"""The model registry: served names to loaded models, with capability checks."""
+"""The model registry: served names to loaded models, with capability checks.
+
+The one place that knows every kind of model: it builds each from its spec (engines, remote
+proxy), so it sits above them; what a served model is lives below them, in `served_model`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from aios_serve.config import Capability, ModelSpec, ServerConfig
 from aios_serve.errors import ApiError, ErrorKind
-
-if TYPE_CHECKING:
-    from starlette.requests import Request
-    from starlette.responses import Response
+from aios_serve.served_model import ServedModel, capabilities_of
 
 log = logging.getLogger("aios_serve.registry")
-
-
-class Forwarder(Protocol):
-    """A model served elsewhere: the request, checked against the API, is passed on as is."""
-
-    async def forward(self, capability: Capability, raw: Request) -> Response: ...
-
-    async def forward_path(self, path: str, raw: Request) -> Response:
-        """Relay a request to an endpoint outside the capabilities' own (`/tokenize`)."""
-
-
-@runtime_checkable
-class ServedModel(Protocol):
-    """What every engine hands the registry, whatever its backend."""
-
-    spec: ModelSpec
-    forwarder: Forwarder | None
-    """Set on a model that another server runs; None for the models this process runs."""
-
-    @property
-    def max_model_len(self) -> int: ...
-
-    async def start(self) -> None:
-        """Load weights and start workers; called once, off the request path."""
-
-    async def stop(self) -> None:
-        """Drain and release resources."""
-
-
-@runtime_checkable
-class ReportsCapabilities(Protocol):
-    """A model that knows, once loaded, more than its config says it serves (e.g. `tools`)."""
-
-    @property
-    def capabilities(self) -> tuple[Capability, ...]: ...
-
-
-def capabilities_of(model: ServedModel) -> tuple[Capability, ...]:
-    """What a model serves: its own view where it has one, else its config's."""
-    if isinstance(model, ReportsCapabilities):
-        return model.capabilities
-    return model.spec.resolved_capabilities()
 
 
 def build_model(spec: ModelSpec) -> ServedModel:

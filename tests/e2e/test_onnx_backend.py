@@ -14,7 +14,7 @@ import pytest
 
 from aios_serve.backends import onnx_export
 from aios_serve.backends.onnx_encoder import OnnxEncoderBackend
-from aios_serve.engine.encoder.backend import EncodedInput
+from aios_serve.backends.protocols.encoder import EncodedInput
 from tests.e2e.configs import cross_encoder, minilm
 from tests.e2e.server import Server
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aios_serve.backends.length_groups import plan_length_groups
 from aios_serve.config import ModelSpec
 from aios_serve.engine.encoder import EncoderModel, TokenizedTexts
-from aios_serve.engine.encoder.scheduler import plan_length_groups
 
 # The model fixture lives on the session loop (pyproject), so the tests run there too.
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aios_serve.backends.protocols.encoder import EncodedInput
 from aios_serve.backends.torch_encoder import TorchEncoderBackend
-from aios_serve.engine.encoder.backend import EncodedInput
 from aios_serve.models.bundled import resolve_bundled
 from tests.texts import mixed_texts
 from tests.tiny_models import build_roberta_encoder

@@ -1,5 +1,5 @@
 """What the encoder backends share: tokenizer, pooling, limits, padding and warm-up. They implement
-the engine's interface, `aios_serve.engine.encoder.backend.EncoderBackend`."""
+the engine's interface, `aios_serve.backends.protocols.encoder.EncoderBackend`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
-from aios_serve.engine.encoder.backend import EncodedInput
+from aios_serve.backends.protocols.encoder import EncodedInput
 
 log = logging.getLogger("aios_serve.backends.encoder")
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from transformers import BertForSequenceClassification, BertModel
 from transformers.models.bert.modeling_bert import BertLayer, BertPooler
 
-from aios_serve.engine.encoder.backend import EncodedInput
-from aios_serve.engine.encoder.scheduler import plan_length_groups
+from aios_serve.backends.length_groups import plan_length_groups
+from aios_serve.backends.protocols.encoder import EncodedInput
 
 # Attention groups: padded tokens per group, and a group's fixed cost in tokens (SDPA calls are
 # cheap next to a whole forward pass, so groups are smaller than the scheduler's micro-batches).

@@ -19,9 +19,8 @@ from aios_serve.backends.encoder_base import (
     sigmoid,
 )
 from aios_serve.backends.packed_bert import PackedBatch, PackedBert, packable
+from aios_serve.backends.protocols.encoder import DType, EncodedInput
 from aios_serve.cpu_features import has_native_bf16
-from aios_serve.engine.encoder.backend import EncodedInput
-from aios_serve.engine.encoder.options import DType
 
 __all__ = [
     "PAD_MULTIPLE",

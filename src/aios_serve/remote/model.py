@@ -9,10 +9,10 @@ import httpx
 
 from aios_serve.config import ModelSpec
 from aios_serve.observability.engine_stats import EngineStats
-from aios_serve.registry import Forwarder
 from aios_serve.remote.pool import UpstreamPool
 from aios_serve.remote.proxy import UpstreamProxy
 from aios_serve.remote.settings import RemoteOptions
+from aios_serve.served_model import Forwarder
 
 
 def _new_client(options: RemoteOptions, upstream_count: int) -> httpx.AsyncClient:

@@ -17,7 +17,8 @@ from aios_serve.api.common.context import RequestContext, context_of
 from aios_serve.config import Capability
 from aios_serve.engine.errors import EngineError
 from aios_serve.errors import ApiError, api_error_from_engine
-from aios_serve.registry import ModelRegistry, ServedModel
+from aios_serve.registry import ModelRegistry
+from aios_serve.served_model import ServedModel
 
 
 class NamesModel(Protocol):

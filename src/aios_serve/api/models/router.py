@@ -14,7 +14,7 @@ from aios_serve.api.common.protocol import unix_now
 from aios_serve.api.common.responses import json_response
 from aios_serve.api.models.protocol import HealthStatus, ModelCard, ModelList, VersionInfo
 from aios_serve.observability.metrics import worker_health_of
-from aios_serve.registry import capabilities_of
+from aios_serve.served_model import capabilities_of
 
 router = APIRouter(tags=["models"])
 

@@ -21,7 +21,8 @@ from aios_serve.api.tokenize.protocol import (
 from aios_serve.config import Capability
 from aios_serve.engine.generation import ChatTemplateError, GenerationModel
 from aios_serve.errors import invalid
-from aios_serve.registry import ModelRegistry, ServedModel
+from aios_serve.registry import ModelRegistry
+from aios_serve.served_model import ServedModel
 
 router = APIRouter(tags=["tokenize"])
 

@@ -11,7 +11,7 @@ import llama_cpp.llama_cpp as llama
 import numpy as np
 
 from aios_serve.backends.llama_cpp.vocab import LlamaCppError, LlamaCppVocab
-from aios_serve.engine.generation.backend import BatchItem, KvCacheFull, Logits
+from aios_serve.backends.protocols.generation import BatchItem, KvCacheFull, Logits
 
 log = logging.getLogger("aios_serve.backends.llama_cpp")
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from aios_serve.backends.protocols.encoder import EncodedInput, EncoderBackend
 from aios_serve.config import ModelSpec
-from aios_serve.engine.encoder.backend import EncodedInput, EncoderBackend
 from aios_serve.engine.encoder.options import EncoderOptions
 from aios_serve.engine.encoder.scheduler import BatchScheduler
 from aios_serve.engine.errors import InputTooLong, PairSide, TokenOutOfVocabulary
 from aios_serve.models.bundled import resolve_bundled
-from aios_serve.registry import Forwarder
+from aios_serve.served_model import Forwarder
 
 # Short inputs tokenize in well under a millisecond: on the loop that beats a thread hand-off,
 # which on a busy machine waits for a time slice. Longer inputs tokenize off the loop.

@@ -6,8 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-DType = Literal["auto", "float32", "bfloat16"]
-"""torch's precision; `auto` takes bfloat16 where the CPU runs it natively."""
+from aios_serve.backends.protocols.encoder import DType
 
 
 class EncoderOptions(BaseModel):

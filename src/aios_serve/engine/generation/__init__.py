@@ -13,7 +13,7 @@ from aios_serve.engine.generation.constraints.spec import OutputConstraint
 from aios_serve.engine.generation.interface import ChoiceUpdate, RequestUpdate, UpdateStream
 from aios_serve.engine.generation.model import GenerationModel
 from aios_serve.engine.generation.sampling import SamplingParams, TokenLogprobs
-from aios_serve.registry import ServedModel
+from aios_serve.served_model import ServedModel
 
 __all__ = [
     "TOOL_CALL_CLOSE",

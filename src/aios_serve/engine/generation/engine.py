@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from aios_serve.engine.generation.backend import (
+from aios_serve.backends.protocols.generation import (
     BatchItem,
     GenerationBackend,
     KvCacheFull,

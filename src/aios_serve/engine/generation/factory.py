@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aios_serve.engine.generation.backend import end_of_generation_ids
+from aios_serve.backends.protocols.generation import end_of_generation_ids
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.options import GenerationOptions
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from aios_serve.engine.generation.backend import BatchItem, GenerationBackend
+from aios_serve.backends.protocols.generation import BatchItem, GenerationBackend
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.sampling import SamplingParams
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from aios_serve.backends.protocols.generation import Vocabulary
 from aios_serve.engine.errors import EngineError, EngineUnavailable, QueueFull, UnsupportedParameter
 from aios_serve.engine.generation.constraints.spec import OutputConstraint
 from aios_serve.engine.generation.sampling import SamplingParams, TokenLogprobs
@@ -140,22 +141,6 @@ class UpdateStream:
 
 
 # --- the engine ---------------------------------------------------------------------------
-
-
-class Vocabulary(Protocol):
-    """The tokenizer side of a model, which stays in the server process."""
-
-    @property
-    def n_vocab(self) -> int: ...
-
-    def tokenize(self, text: str, add_special: bool) -> list[int]: ...
-
-    def token_bytes(self, token_id: int, special: bool = False) -> bytes:
-        """The bytes a token adds to the text; control tokens are empty unless `special`."""
-
-    def detokenize(self, token_ids: list[int], skip_special: bool = True) -> str: ...
-
-    def is_end_of_generation(self, token_id: int) -> bool: ...
 
 
 @runtime_checkable

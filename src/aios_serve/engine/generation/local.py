@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from aios_serve.engine.generation.backend import GenerationBackend
+from aios_serve.backends.protocols.generation import GenerationBackend
 from aios_serve.engine.generation.constraints import CompiledGrammar, ConstraintVocab
 from aios_serve.engine.generation.constraints.spec import OutputConstraint
 from aios_serve.engine.generation.engine import GenerationEngine

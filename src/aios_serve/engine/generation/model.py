@@ -9,21 +9,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from aios_serve.backends.protocols.generation import ChatTemplateSource, Vocabulary
 from aios_serve.config import Capability, ModelSpec
-from aios_serve.engine.generation.backend import ChatTemplateSource
 from aios_serve.engine.generation.chat_template import FALLBACK_TEMPLATE, ChatTemplate
 from aios_serve.engine.generation.factory import EngineSpec, open_engine
-from aios_serve.engine.generation.interface import (
-    EngineClient,
-    UpdateStream,
-    Vocabulary,
-)
+from aios_serve.engine.generation.interface import EngineClient, UpdateStream
 from aios_serve.engine.generation.options import GenerationOptions
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.engine.generation.worker import WorkerEngine, WorkerHealth
 from aios_serve.models.bundled import resolve_bundled
 from aios_serve.observability.engine_stats import EngineStats
-from aios_serve.registry import Forwarder
+from aios_serve.served_model import Forwarder
 
 log = logging.getLogger("aios_serve.engine.generation")
 

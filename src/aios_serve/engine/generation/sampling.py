@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from aios_serve.engine.generation.backend import Logits
+from aios_serve.backends.protocols.generation import Logits
 
 if TYPE_CHECKING:
     from aios_serve.engine.generation.constraints.spec import OutputConstraint

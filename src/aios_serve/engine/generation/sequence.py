@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aios_serve.engine.generation.backend import Logits
+from aios_serve.backends.protocols.generation import Logits
 from aios_serve.engine.generation.choices import take_choice_update
 from aios_serve.engine.generation.constraints import CompiledGrammar
 from aios_serve.engine.generation.interface import RequestUpdate

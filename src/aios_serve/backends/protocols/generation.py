@@ -1,15 +1,13 @@
-"""The interface the generation engine drives; llama.cpp and transformers implement it."""
+"""The interface the generation engine drives (llama.cpp and transformers implement it), and the
+tokenizer side every generation model has, which stays in the server process (`Vocabulary`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-
-if TYPE_CHECKING:
-    from aios_serve.engine.generation.interface import Vocabulary
 
 Logits = npt.NDArray[np.float32]
 
@@ -36,6 +34,22 @@ class KvCacheFull(RuntimeError):
     """The backend had no free cache cells for this batch; nothing was written."""
 
 
+class Vocabulary(Protocol):
+    """The tokenizer side of a model, which stays in the server process."""
+
+    @property
+    def n_vocab(self) -> int: ...
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]: ...
+
+    def token_bytes(self, token_id: int, special: bool = False) -> bytes:
+        """The bytes a token adds to the text; control tokens are empty unless `special`."""
+
+    def detokenize(self, token_ids: list[int], skip_special: bool = True) -> str: ...
+
+    def is_end_of_generation(self, token_id: int) -> bool: ...
+
+
 def end_of_generation_ids(vocab: Vocabulary) -> list[int]:
     """The token ids that end generation (EOS, EOT and the like), in id order."""
     return [token_id for token_id in range(vocab.n_vocab) if vocab.is_end_of_generation(token_id)]
@@ -54,11 +68,8 @@ class ChatTemplateSource(Protocol):
     def eos_token(self) -> str: ...
 
 
-class GenerationBackend(ChatTemplateSource, Protocol):
+class GenerationBackend(Vocabulary, ChatTemplateSource, Protocol):
     """A loaded causal LM that decodes multi-sequence batches and owns its KV cache."""
-
-    @property
-    def n_vocab(self) -> int: ...
 
     @property
     def context_length(self) -> int:
@@ -74,15 +85,6 @@ class GenerationBackend(ChatTemplateSource, Protocol):
     @property
     def needs_consecutive_sequences(self) -> bool:
         """Whether a batch runs as one pass only when its sequence ids are consecutive."""
-
-    def tokenize(self, text: str, add_special: bool) -> list[int]: ...
-
-    def token_bytes(self, token_id: int, special: bool = False) -> bytes:
-        """The bytes a token adds to the text; control tokens are empty unless `special`."""
-
-    def detokenize(self, token_ids: list[int], skip_special: bool = True) -> str: ...
-
-    def is_end_of_generation(self, token_id: int) -> bool: ...
 
     def decode(self, items: list[BatchItem]) -> None:
         """Run one forward pass over all items; fill `item.logits` where asked.

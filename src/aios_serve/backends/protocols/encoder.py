@@ -1,14 +1,18 @@
-"""The interface the encoder engine drives; the torch and ONNX backends implement it."""
+"""The interface the encoder engine drives (the torch and ONNX backends implement it), and the
+precision option the torch backend reads (`DType`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+DType = Literal["auto", "float32", "bfloat16"]
+"""torch's precision; `auto` takes bfloat16 where the CPU runs it natively."""
 
 
 @dataclass(frozen=True)
