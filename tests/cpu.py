@@ -14,3 +14,6 @@ def cpu_flags() -> set[str]:
 
 NATIVE_BF16 = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 """Whether the CPU computes in bf16 natively (where the encoders' `auto` dtype takes bf16)."""
+
+AUTO_OPENVINO_PRECISION = "bf16" if "amx_bf16" in cpu_flags() else "f32"
+"""What the OpenVINO engine's `inference_precision: auto` must compile to on this CPU."""

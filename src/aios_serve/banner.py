@@ -28,10 +28,20 @@ def public_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+@runtime_checkable
+class DescribesItsBackend(Protocol):
+    """A served model whose engine says more of itself (OpenVINO: the compiled precision)."""
+
+    @property
+    def backend_details(self) -> str: ...
+
+
 def backend_of(model: ServedModel) -> str:
-    if isinstance(model, NamesItsBackend):
-        return model.backend_name
-    return model.spec.kind  # a remote model: its upstreams run it
+    """The backend's name, with what its engine says of itself in brackets."""
+    if not isinstance(model, NamesItsBackend):
+        return model.spec.kind  # a remote model: its upstreams run it
+    details = model.backend_details if isinstance(model, DescribesItsBackend) else ""
+    return f"{model.backend_name} ({details})" if details else model.backend_name
 
 
 def banner_lines(registry: ModelRegistry, base_url: str | None) -> list[str]:

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from aios_serve.models.bundled import resolve_bundled
+from tests.cpu import AUTO_OPENVINO_PRECISION
 from tests.e2e.server import Server
 
 SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1"  # the bundled GGUF's file name without .gguf
@@ -114,8 +115,9 @@ def test_the_banner_lists_every_model_and_the_urls(default_names_server: tuple[s
     url, log_path = default_names_server
     banner = _banner(log_path)
     assert re.search(
-        rf"{re.escape(SMOL_FILE)}: kind generate; backend openvino; capabilities [^;]*chat[^;]*; "
-        r"max_model_len 1024",
+        rf"{re.escape(SMOL_FILE)}: kind generate; backend openvino "
+        rf"\(precision {AUTO_OPENVINO_PRECISION} \(asked auto; CPU [a-z0-9_ ]+\); "
+        r"prefix caching o(n|ff); weights f16-rewrite\); capabilities [^;]*chat[^;]*; max_model_len 1024",
         banner,
     ), banner
     assert re.search(

@@ -163,6 +163,10 @@ class EngineClient(Protocol):
     def eog_ids(self) -> Sequence[int]:
         """Token ids that end generation (unless `ignore_eos`)."""
 
+    @property
+    def engine_details(self) -> str:
+        """What the start-up banner adds after the engine's name (empty: nothing)."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None:

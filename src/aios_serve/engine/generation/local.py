@@ -45,6 +45,10 @@ class LocalEngine:
         return self._engine_name
 
     @property
+    def engine_details(self) -> str:
+        return ""
+
+    @property
     def context_length(self) -> int:
         return self.backend.context_length
 

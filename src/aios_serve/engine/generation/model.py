@@ -133,6 +133,12 @@ class GenerationModel:
         return engine.engine_name if engine is not None else self.options.engine
 
     @property
+    def backend_details(self) -> str:
+        """What the engine says of itself at load (OpenVINO: precision, CPU flags, weights)."""
+        engine = self._engine
+        return engine.engine_details if engine is not None else ""
+
+    @property
     def max_sequences(self) -> int:
         return self.engine.max_sequences
 

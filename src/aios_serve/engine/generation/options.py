@@ -25,9 +25,9 @@ class GenerationOptions(BaseModel):
     prefix_caching: bool = True
     """OpenVINO only: reuse the KV blocks of a prompt prefix seen before."""
     inference_precision: InferencePrecision = "auto"
-    """OpenVINO only: the CPU plugin's activation precision. `f32` is batch-invariant (batched
-    greedy output equals sequential); `bf16` is faster where the CPU computes bf16 natively;
-    `auto` picks per CPU (engine/generation/openvino/precision.py)."""
+    """OpenVINO only: the CPU plugin's activation precision. `f32` keeps batched greedy output
+    equal to sequential but for rare near-ties; `bf16` is faster where the CPU computes bf16
+    natively; `auto` picks per CPU (engine/generation/openvino/precision.py)."""
     n_ctx: int | None = Field(default=None, gt=0)
     """The longest prompt plus output of one sequence; default: min(trained context, 8192)."""
     kv_unified: bool = False

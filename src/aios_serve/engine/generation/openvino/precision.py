@@ -23,9 +23,9 @@ HINT = "INFERENCE_PRECISION_HINT"
 def auto_precision(has_amx: bool) -> str:
     """`auto`'s choice: bf16 where the CPU has AMX, f32 elsewhere.
 
-    On Sapphire Rapids (AMX) bf16 decoded 1.6-2.1x faster than f32 (README, "OpenVINO's
+    On Sapphire Rapids (AMX) bf16 decoded 1.7-3.0x faster than f32 (README, "OpenVINO's
     inference precision"). On AVX-512 BF16 without AMX (Zen 4) no f32/bf16 figure of this
-    engine is measured, and on AVX2 there is no bf16: both keep f32, batch-invariant.
+    engine is measured, and on AVX2 there is no bf16: both keep f32.
     """
     return "bf16" if has_amx else "f32"
 

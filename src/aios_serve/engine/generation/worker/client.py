@@ -125,6 +125,10 @@ class WorkerEngine:
         return self._known().engine_name
 
     @property
+    def engine_details(self) -> str:
+        return self._known().engine_details
+
+    @property
     def context_length(self) -> int:
         return self._known().context_length
 

@@ -61,6 +61,7 @@ class EngineInfo:
     context_length: int
     max_sequences: int
     eog_ids: tuple[int, ...]
+    engine_details: str = ""
 
 
 @dataclass(frozen=True)

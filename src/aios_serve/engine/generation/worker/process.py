@@ -124,7 +124,11 @@ class _Worker:
             return
         self.engine = engine
         info = EngineInfo(
-            engine.engine_name, engine.context_length, engine.max_sequences, tuple(engine.eog_ids)
+            engine.engine_name,
+            engine.context_length,
+            engine.max_sequences,
+            tuple(engine.eog_ids),
+            engine.engine_details,
         )
         engine.on_step_end(self._flush)
         self.conn.send(Ready(info))
