@@ -135,9 +135,7 @@ async def _model(name: str, rounds: int, max_tokens: int) -> None:
             _references, path, [chat_ids(vocab, t) for t in fidelity.PROMPTS]
         )
         print(f"\n### {name} ({engines['f32'].route}), {rounds} rounds, {max_tokens} tokens")
-        print(
-            "| precision | compiled | 1 stream tok/s | 16 streams tok/s | flips | fidelity |"
-        )
+        print("| precision | compiled | 1 stream tok/s | 16 streams tok/s | flips | fidelity |")
         print("|---|---|---|---|---|---|")
         for precision, engine in engines.items():
             flips = await _flips(engine, poems)
