@@ -68,6 +68,7 @@ bench: setup
 	PYTHONPATH=src $(BIN)/python benchmarks/generation/bench_generation.py --api chat
 	PYTHONPATH=src $(BIN)/python benchmarks/generation/llama_ceiling.py
 	PYTHONPATH=src $(BIN)/python benchmarks/generation/worker_overhead.py
+	PYTHONPATH=src $(BIN)/python benchmarks/generation/openvino_precision.py
 
 .PHONY: load fuzz
 LOAD_CLIENTS ?= 64

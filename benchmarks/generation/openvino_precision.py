@@ -20,7 +20,7 @@ from pathlib import Path
 
 from servers import machine
 
-from aios_serve.backends.llama_cpp import LlamaCppModel, LlamaCppVocab
+from aios_serve.backends.llama_cpp import LlamaCppVocab
 from aios_serve.backends.protocols.generation import end_of_generation_ids
 from aios_serve.engine.generation import fidelity
 from aios_serve.engine.generation.openvino import OpenVinoEngine
@@ -99,22 +99,6 @@ async def _flips(engine: OpenVinoEngine, prompts: list[list[int]]) -> int:
     return sum(a != b[0] for a, b in zip(alone, together, strict=True))
 
 
-def _references(path: Path, prompts: list[list[int]]) -> list[fidelity.ReferenceRun]:
-    backend = LlamaCppModel(
-        path,
-        context_length=2048,
-        kv_cells=None,
-        max_sequences=1,
-        max_batch_tokens=512,
-        n_threads=2,
-        n_threads_batch=2,
-    )
-    try:
-        return [fidelity.reference_run(backend, p, 32) for p in prompts]
-    finally:
-        backend.close()
-
-
 async def _model(name: str, rounds: int, max_tokens: int) -> None:
     path = resolve_bundled(name)
     vocab = LlamaCppVocab(path)
@@ -131,9 +115,8 @@ async def _model(name: str, rounds: int, max_tokens: int) -> None:
                     figure = await _speed(engines[precision], prompt, streams, max_tokens)
                     speeds.setdefault((precision, streams), []).append(figure)
         poems = [poem_request(vocab, topic) for topic in POEM_TOPICS]
-        references = await asyncio.to_thread(
-            _references, path, [chat_ids(vocab, t) for t in fidelity.PROMPTS]
-        )
+        prompts = [chat_ids(vocab, t) for t in fidelity.PROMPTS]
+        references = await asyncio.to_thread(fidelity.reference_runs, path, prompts, 32)
         print(f"\n### {name} ({engines['f32'].route}), {rounds} rounds, {max_tokens} tokens")
         print("| precision | compiled | 1 stream tok/s | 16 streams tok/s | flips | fidelity |")
         print("|---|---|---|---|---|---|")

@@ -15,7 +15,7 @@ import pytest_asyncio
 pytest.importorskip("openvino_genai")
 
 from aios_serve.api.chat.tools import parse_tool_calls
-from aios_serve.backends.llama_cpp import LlamaCppModel, LlamaCppVocab
+from aios_serve.backends.llama_cpp import LlamaCppVocab
 from aios_serve.engine.generation import fidelity
 from aios_serve.engine.generation.constraints.grammars import GrammarError
 from aios_serve.engine.generation.constraints.spec import OutputConstraint
@@ -259,22 +259,9 @@ def references() -> dict[str, list[fidelity.ReferenceRun]]:
 def _references(model: str, cache: dict[str, list[fidelity.ReferenceRun]]) -> list[fidelity.ReferenceRun]:
     if model not in cache:
         path = resolve_bundled(model)
-        backend = LlamaCppModel(
-            path,
-            context_length=2048,
-            kv_cells=None,
-            max_sequences=1,
-            max_batch_tokens=512,
-            n_threads=2,
-            n_threads_batch=2,
-        )
-        try:
-            cache[model] = [
-                fidelity.reference_run(backend, _chat(backend, text), FIDELITY_TOKENS)
-                for text in fidelity.PROMPTS
-            ]
-        finally:
-            backend.close()
+        vocab = LlamaCppVocab(path)
+        prompts = [_chat(vocab, text) for text in fidelity.PROMPTS]
+        cache[model] = fidelity.reference_runs(path, prompts, FIDELITY_TOKENS)
     return cache[model]
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aios_serve.backends.protocols.generation import end_of_generation_ids
+from aios_serve.backends.protocols.generation import GenerationBackend, end_of_generation_ids
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.options import GenerationOptions
 
@@ -104,6 +104,21 @@ def _llama_cpp(spec: EngineSpec) -> EngineClient:
         engine_name="llama.cpp",
         kv_cells=backend.kv_cells,
         max_queued=options.max_queued_requests,
+    )
+
+
+def llama_cpp_reference(path: Path, context_length: int = 2048) -> GenerationBackend:
+    """llama.cpp over a GGUF on one sequence and 2 threads: what fidelity is measured against."""
+    from aios_serve.backends.llama_cpp import LlamaCppModel
+
+    return LlamaCppModel(
+        path,
+        context_length=context_length,
+        kv_cells=None,
+        max_sequences=1,
+        max_batch_tokens=512,
+        n_threads=2,
+        n_threads_batch=2,
     )
 
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from aios_serve.backends.protocols.generation import BatchItem, GenerationBackend
+from aios_serve.engine.generation.factory import llama_cpp_reference
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.sampling import SamplingParams
 
@@ -109,6 +111,15 @@ def reference_run(backend: GenerationBackend, prompt: list[int], max_tokens: int
     finally:
         backend.remove_sequence(0)
     return ReferenceRun(list(prompt), tokens, np.stack(rows))
+
+
+def reference_runs(gguf: Path, prompts: list[list[int]], max_tokens: int) -> list[ReferenceRun]:
+    """Every prompt's greedy run on llama.cpp over the same file (blocking: seconds)."""
+    backend = llama_cpp_reference(gguf)
+    try:
+        return [reference_run(backend, prompt, max_tokens) for prompt in prompts]
+    finally:
+        backend.close()
 
 
 async def _one_token(
