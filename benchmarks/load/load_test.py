@@ -253,6 +253,27 @@ async def run_load(url: str, pid: int, refs: References, clients: int, duration_
     }
 
 
+def measure(folder: Path, host: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Start the server, take the references, run the warm-up and the measured load."""
+    with server(folder, host, args.dtype) as (url, pid):
+        rss_before = rss_bytes(pid)
+        refs = build_references(url, make_texts(args.texts))
+        warmup = asyncio.run(run_load(url, pid, refs, args.clients, args.warmup)) if args.warmup else None
+        summary = asyncio.run(run_load(url, pid, refs, args.clients, args.duration))
+        if warmup is not None:  # its requests count too: any error or mismatch fails the run
+            summary["warmup"] = {
+                k: warmup[k] for k in ("duration_s", "requests", "statuses", "rss_series_mib")
+            }
+            summary["errors"] += warmup["errors"]
+            summary["mismatches"] += warmup["mismatches"]
+            summary["error_samples"] += warmup["error_samples"]
+            summary["mismatch_samples"] += warmup["mismatch_samples"]
+        time.sleep(2.0)  # let the last responses' buffers go
+        summary["rss_before_mib"] = round(rss_before / MIB, 1)
+        summary["rss_after_mib"] = round(rss_bytes(pid) / MIB, 1)
+    return summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -278,25 +299,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the summary here (JSON)")
     args = parser.parse_args()
     host = "127.0.0.1"  # loopback only
-    with tempfile.TemporaryDirectory(prefix="aios-load-") as tmp, server(Path(tmp), host, args.dtype) as (
-        url,
-        pid,
-    ):
-        rss_before = rss_bytes(pid)
-        refs = build_references(url, make_texts(args.texts))
-        warmup = asyncio.run(run_load(url, pid, refs, args.clients, args.warmup)) if args.warmup else None
-        summary = asyncio.run(run_load(url, pid, refs, args.clients, args.duration))
-        if warmup is not None:  # its requests count too: any error or mismatch fails the run
-            summary["warmup"] = {
-                k: warmup[k] for k in ("duration_s", "requests", "statuses", "rss_series_mib")
-            }
-            summary["errors"] += warmup["errors"]
-            summary["mismatches"] += warmup["mismatches"]
-            summary["error_samples"] += warmup["error_samples"]
-            summary["mismatch_samples"] += warmup["mismatch_samples"]
-        time.sleep(2.0)  # let the last responses' buffers go
-        summary["rss_before_mib"] = round(rss_before / MIB, 1)
-        summary["rss_after_mib"] = round(rss_bytes(pid) / MIB, 1)
+    with tempfile.TemporaryDirectory(prefix="aios-load-") as tmp:
+        summary = measure(Path(tmp), host, args)
+    growth = summary["rss_after_mib"] - summary["rss_start_mib"]
     growth = summary["rss_after_mib"] - summary["rss_start_mib"]
     summary["rss_growth_mib"] = round(growth, 1)
     trend = last_half_trend(summary.pop("rss_samples"))
