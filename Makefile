@@ -73,11 +73,14 @@ bench: setup
 .PHONY: load fuzz
 LOAD_CLIENTS ?= 64
 LOAD_SECONDS ?= 60
+LOAD_DTYPE ?= float32
 FUZZ_EXAMPLES ?= 1000
 
-# Loopback load: mixed endpoints, asserts no error but 503, no cross-talk, flat RSS.
+# Loopback load: mixed endpoints, asserts no error but 503, no cross-talk, flat RSS (first to last,
+# and the trend of the last half). A soak: make load LOAD_SECONDS=600 LOAD_DTYPE=bfloat16.
 load: setup
-	$(BIN)/python benchmarks/load/load_test.py --clients $(LOAD_CLIENTS) --duration $(LOAD_SECONDS)
+	$(BIN)/python benchmarks/load/load_test.py --clients $(LOAD_CLIENTS) --duration $(LOAD_SECONDS) \
+		--dtype $(LOAD_DTYPE)
 
 # Schemathesis on every operation of the OpenAPI document, more cases than CI runs.
 fuzz: setup

@@ -16,6 +16,7 @@ from aios_serve.banner import public_url
 from aios_serve.config import ServerConfig, load_config
 from aios_serve.lifecycle import serve
 from aios_serve.models.from_flags import ENGINES, ModelFlags, specs_from_flags
+from aios_serve.native_memory import configure_process
 from aios_serve.observability.request_ids import LOG_FORMAT, install_request_id_logging
 from aios_serve.security import KeyRing, parse_api_keys
 from aios_serve.usage.cli import add_usage_parser, run_usage
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     install_request_id_logging()
     if args.command == "serve":
         config = _with_api_keys(serve_config(args), args.api_key)
+        configure_process(config.memory)  # before any model loads
         if args.ray:
             from aios_serve.deploy.ray_serve import serve_with_ray
 

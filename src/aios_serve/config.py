@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aios_serve.limits.settings import LimitsConfig
+from aios_serve.native_memory import MemoryConfig
 from aios_serve.remote.settings import RemoteOptions, UpstreamSpec
 from aios_serve.security.api_keys import ApiKeySpec
 
@@ -95,6 +96,8 @@ class ServerConfig(BaseModel):
         ]
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    """Allocator and kernel-cache bounds for the server process (aios_serve/native_memory.py)."""
     drain_timeout_s: int = Field(default=30, ge=0)
     """On SIGTERM, how long requests in flight may take to finish before they are cancelled."""
 

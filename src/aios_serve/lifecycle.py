@@ -4,11 +4,8 @@ graceful shutdown that drains requests in flight before the app's own shutdown r
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 import signal
-import sys
 import uuid
 from types import FrameType
 
@@ -154,22 +151,6 @@ def install_guards(app: FastAPI, config: ServerConfig) -> None:
     app.add_middleware(RequestGuardMiddleware, request_timeout_s=config.limits.request_timeout_s)
 
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter number
-
-
-def cap_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives threads that allocate at once their own heaps (up to 8 per core); the
-    tokenizer and forward threads then keep freed memory in separate heaps and RSS creeps up
-    under load. Two arenas keep it flat (see benchmarks/load). MALLOC_ARENA_MAX wins if set."""
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
-        return
-    libc.mallopt(M_ARENA_MAX, arenas)
-
-
 def _exit_after_drain(signum: int, _: FrameType | None) -> None:
     """uvicorn re-raises the signal it stopped on after the drain; this makes that a clean exit."""
     raise SystemExit(0)
@@ -179,7 +160,6 @@ def serve(app: FastAPI, host: str, port: int, log_level: str, drain_timeout_s: i
     """Run uvicorn. On SIGTERM/SIGINT it stops accepting, lets requests in flight finish for up
     to `drain_timeout_s` (then cancels them), runs the app's lifespan shutdown (models stop,
     usage records flush), and the process exits 0."""
-    cap_malloc_arenas()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_after_drain)
     server = uvicorn.Server(
