@@ -69,8 +69,8 @@ def main() -> None:
 
     import torch
 
+    from aios_serve.backends.protocols.encoder import EncodedInput
     from aios_serve.backends.torch_encoder import TorchEncoderBackend
-    from aios_serve.engine.encoder.backend import EncodedInput
     from aios_serve.models.bundled import resolve_bundled
 
     backend = TorchEncoderBackend(
