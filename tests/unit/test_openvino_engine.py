@@ -297,14 +297,14 @@ EXPECTED_PRECISION = {"f32": "f32", "bf16": "bf16" if NATIVE_BF16 else "f32", "a
 
 
 @pytest.mark.parametrize("option", ["auto", "f32", "bf16"])
-def test_compiled_precision_is_what_the_option_asks(option: str) -> None:
+async def test_compiled_precision_is_what_the_option_asks(option: str) -> None:
     properties, choice = precision.choose(option)  # type: ignore[arg-type]
     assert properties[precision.HINT] == EXPECTED_PRECISION[option]
     assert choice.compiled == EXPECTED_PRECISION[option]  # read back from OpenVINO
     assert choice.asked == option and "avx2" in choice.cpu_flags.split()
 
 
-def test_the_engine_compiles_the_asked_precision(smol: OpenVinoEngine) -> None:
+async def test_the_engine_compiles_the_asked_precision(smol: OpenVinoEngine) -> None:
     """The fixture's engine asks f32: OpenVINO reports f32 on every CPU, bf16 ones included."""
     assert smol.precision is not None and smol.precision.compiled == "f32"
     assert smol.enable_prefix_caching
