@@ -47,6 +47,8 @@ def build_engine(spec: EngineSpec, choice: str) -> EngineClient:
         return _transformers(spec)
     if choice == "openvino":
         return _openvino(spec)
+    if choice == "openvino-paged":
+        return _openvino_paged(spec)
     return _llama_cpp(spec)
 
 
@@ -153,4 +155,37 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         enable_prefix_caching=options.prefix_caching,
         n_threads=options.n_threads,
         inference_precision=options.inference_precision,
+    )
+
+
+def _openvino_paged(spec: EngineSpec) -> EngineClient:
+    """Experimental: OpenVINO's paged-attention model under our loop, on the weights' route the
+    GenAI engine takes (the file as is, or its F16 rewrite)."""
+    from aios_serve.backends.openvino_paged import OpenVinoPagedModel
+    from aios_serve.engine.generation.local import LocalEngine
+    from aios_serve.engine.generation.openvino import precision
+    from aios_serve.engine.generation.openvino.loading import openvino_weights
+
+    options = spec.parsed_options
+    gguf = Path(spec.path)
+    if gguf.is_dir():
+        raise ValueError(f"the openvino-paged engine reads a .gguf file; {gguf} is a folder")
+    weights, route = openvino_weights(gguf)
+    backend = OpenVinoPagedModel(
+        gguf,
+        weights=weights,
+        context_length=_context(spec, options),
+        max_sequences=options.max_num_seqs,
+        max_batch_tokens=max(options.max_batch_tokens, options.max_num_seqs),
+        n_threads=_threads(options),
+        precision=precision.resolve(options.inference_precision),
+        kv_cache_gb=options.kv_cache_gb,
+    )
+    log.info("%s: openvino-paged (%s; weights %s)", spec.name, backend.describe(), route)
+    return LocalEngine(
+        backend,
+        name=spec.name,
+        engine_name="openvino-paged",
+        kv_cells=backend.kv_cells,
+        max_queued=options.max_queued_requests,
     )
