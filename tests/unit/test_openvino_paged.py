@@ -18,6 +18,7 @@ from aios_serve.backends.llama_cpp import LlamaCppModel
 from aios_serve.backends.openvino_paged import BlockPool, OpenVinoPagedModel, Write
 from aios_serve.backends.protocols.generation import BatchItem, KvCacheFull
 from aios_serve.engine.generation import fidelity
+from aios_serve.engine.generation.factory import EngineSpec, open_engine
 from aios_serve.engine.generation.local import LocalEngine
 from aios_serve.engine.generation.openvino.loading import openvino_weights
 from aios_serve.engine.generation.sampling import SamplingParams
@@ -270,3 +271,18 @@ async def test_greedy_agreement_with_llama_cpp(engine: LocalEngine) -> None:
     result = await fidelity.measure(engine, runs)
     print(f"\n{SMOL} openvino-paged f32 against llama.cpp, teacher-forced: {result.describe()}")
     assert result.agreement >= 0.75
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_factory_builds_it() -> None:
+    path = resolve_bundled(SMOL)
+    options = {"engine": "openvino-paged", "inference_precision": "f32", "n_threads": 2, "max_num_seqs": 4}
+    engine = await open_engine(EngineSpec(name=SMOL, path=str(path), max_model_len=1024, options=options))
+    try:
+        assert isinstance(engine, LocalEngine) and engine.engine_name == "openvino-paged"
+        assert isinstance(engine.backend, OpenVinoPagedModel) and engine.backend.precision == "f32"
+        assert engine.context_length == 1024
+        out = await _run(engine, _chat(engine.backend, "Hi!"), SamplingParams(max_tokens=3, ignore_eos=True))
+        assert len(out[0]["ids"]) == 3
+    finally:
+        await engine.stop()
