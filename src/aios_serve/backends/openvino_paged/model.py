@@ -56,6 +56,8 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self._request = paged.compiled.create_infer_request()
         blocks = num_blocks or blocks_for_budget(paged.compiled, kv_cache_gb)
         self.cache = KvCache(paged.compiled, blocks)
+        for name, tensor in self.cache.tensors.items():  # bound once: each call passes the rest
+            self._request.set_tensor(name, tensor)
         self.pool = BlockPool(blocks, block_size(paged.compiled))
         self.kv_cells = blocks * self.pool.block_size
         log.info(
@@ -92,7 +94,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         ]
         self.cache.copy_blocks(self.pool.reserve(writes))  # KvCacheFull here changes nothing
         inputs, rows = self._inputs(items, writes)
-        self._request.infer({**self.cache.tensors, **inputs})
+        self._request.infer(inputs)
         logits = np.array(self._request.get_tensor("logits").data, dtype=np.float32)
         logits = logits.reshape(-1, self.n_vocab)
         if not self.gathers_logits:
