@@ -4,7 +4,8 @@ against OpenVINO GenAI's pipeline (`openvino`) and llama.cpp, in process (no HTT
 Per bundled chat model, the three engines loaded at once: decode tok/s of one stream and
 aggregate tok/s of 16 streams (128 tokens, EOS ignored, greedy), run in turns (the engine order
 reversed every round) and reported as medians over `--rounds`. Both OpenVINO engines run at the
-same `--precision` on the same weights' route (the GGUF's F16 rewrite for the bundled files).
+same `--precision`, each on its own weights' route for the bundled files: GenAI on their F16
+rewrite, openvino-paged on their Q8_0 rewrite (`--paged-f16`: on the F16 rewrite too).
 
     PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_paged_speed.py --rounds 3
 """
@@ -21,7 +22,7 @@ from openvino_precision import chat_ids
 from servers import machine
 
 from aios_serve.backends.llama_cpp import LlamaCppModel, LlamaCppVocab
-from aios_serve.backends.openvino_paged import OpenVinoPagedModel
+from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
 from aios_serve.backends.protocols.generation import end_of_generation_ids
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.local import LocalEngine
@@ -35,7 +36,7 @@ STREAMS = (1, 16)
 THREADS = 2
 
 
-def _engines(path: Path, precision: str) -> dict[str, EngineClient]:
+def _engines(path: Path, precision: str, paged_f16: bool) -> dict[str, EngineClient]:
     vocab = LlamaCppVocab(path)
     genai = OpenVinoEngine(
         path,
@@ -52,7 +53,7 @@ def _engines(path: Path, precision: str) -> dict[str, EngineClient]:
     )
     paged = OpenVinoPagedModel(
         path,
-        weights=openvino_weights(path)[0],
+        weights=openvino_weights(path)[0] if paged_f16 else paged_weights(path)[0],
         context_length=2048,
         max_sequences=16,
         max_batch_tokens=512,
@@ -104,9 +105,9 @@ async def _speed(engine: EngineClient, prompt: list[int], streams: int, max_toke
     return sum(r[0] for r in runs) / (max(r[2] for r in runs) - start)
 
 
-async def _model(name: str, precision: str, rounds: int, max_tokens: int) -> None:
+async def _model(name: str, precision: str, rounds: int, max_tokens: int, paged_f16: bool) -> None:
     path = resolve_bundled(name)
-    engines = await asyncio.to_thread(_engines, path, precision)
+    engines = await asyncio.to_thread(_engines, path, precision, paged_f16)
     for engine in engines.values():
         await engine.start()
     try:
@@ -124,7 +125,8 @@ async def _model(name: str, precision: str, rounds: int, max_tokens: int) -> Non
         paged = engines["openvino-paged"]
         assert isinstance(paged, LocalEngine) and isinstance(paged.backend, OpenVinoPagedModel)
         print(f"\n### {name}: {rounds} rounds, {max_tokens} tokens, {THREADS} threads")
-        print(f"openvino-paged: {paged.backend.describe()}")
+        route = "F16" if paged_f16 else "Q8_0"
+        print(f"openvino-paged: {paged.backend.describe()}, {route} rewrite; openvino (GenAI): F16 rewrite")
         print("| engine | 1 stream tok/s | 16 streams tok/s |")
         print("|---|---|---|")
         for engine_name in names:
@@ -141,10 +143,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--paged-f16", action="store_true", help="openvino-paged on the F16 rewrite")
     args = parser.parse_args()
     print(f"machine: {machine()}; OpenVINO precision {args.precision}")
     for name in args.models:
-        asyncio.run(_model(name, args.precision, args.rounds, args.max_tokens))
+        asyncio.run(_model(name, args.precision, args.rounds, args.max_tokens, args.paged_f16))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def cached_ir(weights: Path) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         _save_ir(weights, scratch)
+        scratch.chmod(0o755)  # mkdtemp's 0700 would keep other users from the shared cache
         try:
             os.rename(scratch, folder)
         except OSError:  # another process put it in place first

@@ -159,18 +159,17 @@ def _openvino(spec: EngineSpec) -> EngineClient:
 
 
 def _openvino_paged(spec: EngineSpec) -> EngineClient:
-    """Experimental: OpenVINO's paged-attention model under our loop, on the weights' route the
-    GenAI engine takes (the file as is, or its F16 rewrite)."""
-    from aios_serve.backends.openvino_paged import OpenVinoPagedModel
+    """Experimental: OpenVINO's paged-attention model under our loop (the file as is where
+    GenAI decodes it exactly, else its Q8_0 rewrite: backends/openvino_paged/weights.py)."""
+    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
     from aios_serve.engine.generation.local import LocalEngine
     from aios_serve.engine.generation.openvino import precision
-    from aios_serve.engine.generation.openvino.loading import openvino_weights
 
     options = spec.parsed_options
     gguf = Path(spec.path)
     if gguf.is_dir():
         raise ValueError(f"the openvino-paged engine reads a .gguf file; {gguf} is a folder")
-    weights, route = openvino_weights(gguf)
+    weights, route = paged_weights(gguf)
     backend = OpenVinoPagedModel(
         gguf,
         weights=weights,
