@@ -47,6 +47,8 @@ def build_engine(spec: EngineSpec, choice: str) -> EngineClient:
         return _transformers(spec)
     if choice == "openvino":
         return _openvino(spec)
+    if choice == "openvino-paged":
+        return _openvino_paged(spec)
     return _llama_cpp(spec)
 
 
@@ -168,4 +170,36 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         enable_prefix_caching=options.prefix_caching,
         n_threads=options.n_threads,
         inference_precision=options.inference_precision,
+    )
+
+
+def _openvino_paged(spec: EngineSpec) -> EngineClient:
+    """Experimental: OpenVINO's paged-attention model under our loop (the file as is where
+    GenAI decodes it exactly, else its Q8_0 rewrite: backends/openvino_paged/weights.py)."""
+    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
+    from aios_serve.engine.generation.local import LocalEngine
+    from aios_serve.engine.generation.openvino import precision
+
+    options = spec.parsed_options
+    gguf = Path(spec.path)
+    if gguf.is_dir():
+        raise ValueError(f"the openvino-paged engine reads a .gguf file; {gguf} is a folder")
+    weights, route = paged_weights(gguf)
+    backend = OpenVinoPagedModel(
+        gguf,
+        weights=weights,
+        context_length=_context(spec, options),
+        max_sequences=options.max_num_seqs,
+        max_batch_tokens=max(options.max_batch_tokens, options.max_num_seqs),
+        n_threads=_threads(options),
+        precision=precision.resolve(options.inference_precision),
+        kv_cache_gb=options.kv_cache_gb,
+    )
+    log.info("%s: openvino-paged (%s; weights %s)", spec.name, backend.describe(), route)
+    return LocalEngine(
+        backend,
+        name=spec.name,
+        engine_name="openvino-paged",
+        kv_cells=backend.kv_cells,
+        max_queued=options.max_queued_requests,
     )

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-EngineName = Literal["auto", "openvino", "llama.cpp", "transformers"]
+EngineName = Literal["auto", "openvino", "openvino-paged", "llama.cpp", "transformers"]
 InferencePrecision = Literal["auto", "f32", "bf16"]
 
 
@@ -17,7 +17,8 @@ class GenerationOptions(BaseModel):
 
     engine: EngineName = Field(default="auto", validation_alias=AliasChoices("engine", "backend"))
     """`auto`: a .gguf file on OpenVINO where it loads there (else llama.cpp, with the reason
-    logged), a folder on transformers. `backend` is the older name of this option."""
+    logged), a folder on transformers. `openvino-paged` (experimental): OpenVINO's paged-attention
+    model driven by our own loop (backends/openvino_paged). `backend` is the older name."""
     worker: bool = True
     """Run the engine in its own worker process (supervised and restarted); off: in process."""
     kv_cache_gb: int = Field(default=1, ge=1)

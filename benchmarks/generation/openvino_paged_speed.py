@@ -1,0 +1,154 @@
+"""The experimental openvino-paged engine (OpenVINO's paged-attention model under our loop)
+against OpenVINO GenAI's pipeline (`openvino`) and llama.cpp, in process (no HTTP, 2 threads).
+
+Per bundled chat model, the three engines loaded at once: decode tok/s of one stream and
+aggregate tok/s of 16 streams (128 tokens, EOS ignored, greedy), run in turns (the engine order
+reversed every round) and reported as medians over `--rounds`. Both OpenVINO engines run at the
+same `--precision`, each on its own weights' route for the bundled files: GenAI on their F16
+rewrite, openvino-paged on their Q8_0 rewrite (`--paged-f16`: on the F16 rewrite too).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_paged_speed.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+from openvino_precision import chat_ids
+from servers import machine
+
+from aios_serve.backends.llama_cpp import LlamaCppModel, LlamaCppVocab
+from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
+from aios_serve.backends.protocols.generation import end_of_generation_ids
+from aios_serve.engine.generation.interface import EngineClient
+from aios_serve.engine.generation.local import LocalEngine
+from aios_serve.engine.generation.openvino import OpenVinoEngine
+from aios_serve.engine.generation.openvino.loading import openvino_weights
+from aios_serve.engine.generation.sampling import SamplingParams
+from aios_serve.models.bundled import resolve_bundled
+
+MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
+STREAMS = (1, 16)
+THREADS = 2
+
+
+def _engines(path: Path, precision: str, paged_f16: bool) -> dict[str, EngineClient]:
+    vocab = LlamaCppVocab(path)
+    genai = OpenVinoEngine(
+        path,
+        name=f"{path.stem}-genai",
+        vocab=vocab,
+        eog_ids=end_of_generation_ids(vocab),
+        context_length=2048,
+        max_sequences=16,
+        max_batch_tokens=512,
+        kv_cache_gb=1,
+        max_queued_requests=1024,
+        n_threads=THREADS,
+        inference_precision=precision,  # type: ignore[arg-type]
+    )
+    paged = OpenVinoPagedModel(
+        path,
+        weights=openvino_weights(path)[0] if paged_f16 else paged_weights(path)[0],
+        context_length=2048,
+        max_sequences=16,
+        max_batch_tokens=512,
+        n_threads=THREADS,
+        precision=precision,
+        kv_cache_gb=1,
+    )
+    llama = LlamaCppModel(
+        path,
+        context_length=2048,
+        kv_cells=None,
+        max_sequences=16,
+        max_batch_tokens=512,
+        n_threads=THREADS,
+        n_threads_batch=THREADS,
+    )
+    return {
+        "openvino-paged": LocalEngine(
+            paged, name=path.stem, engine_name="openvino-paged", kv_cells=paged.kv_cells, max_queued=1024
+        ),
+        "openvino": genai,
+        "llama.cpp": LocalEngine(
+            llama, name=path.stem, engine_name="llama.cpp", kv_cells=llama.kv_cells, max_queued=1024
+        ),
+    }
+
+
+async def _stream(engine: EngineClient, prompt: list[int], max_tokens: int) -> tuple[int, float, float]:
+    """Greedy tokens produced, the first token's time and the end time (monotonic)."""
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    count, first = 0, 0.0
+    async for update in engine.generate(prompt, params, 1):
+        if update.error is not None:
+            raise update.error
+        for choice in update.choices:
+            if choice.token_ids and not first:
+                first = time.monotonic()
+            count += len(choice.token_ids)
+    return count, first, time.monotonic()
+
+
+async def _speed(engine: EngineClient, prompt: list[int], streams: int, max_tokens: int) -> float:
+    """One stream: decode tok/s after the first token; several: aggregate tok/s over the wall."""
+    start = time.monotonic()
+    runs = await asyncio.gather(*(_stream(engine, prompt, max_tokens) for _ in range(streams)))
+    if streams == 1:
+        count, first, end = runs[0]
+        return (count - 1) / (end - first)
+    return sum(r[0] for r in runs) / (max(r[2] for r in runs) - start)
+
+
+async def _model(name: str, precision: str, rounds: int, max_tokens: int, paged_f16: bool) -> None:
+    path = resolve_bundled(name)
+    engines = await asyncio.to_thread(_engines, path, precision, paged_f16)
+    for engine in engines.values():
+        await engine.start()
+    try:
+        vocab = LlamaCppVocab(path)
+        prompt = chat_ids(vocab, "Write a long story about a lighthouse keeper.")
+        await _speed(engines["openvino-paged"], prompt, 2, 8)  # warm-up: first-call compilation
+        speeds: dict[tuple[str, int], list[float]] = {}
+        names = list(engines)
+        for round_index in range(rounds):
+            order = names if round_index % 2 == 0 else names[::-1]
+            for streams in STREAMS:
+                for engine_name in order:
+                    figure = await _speed(engines[engine_name], prompt, streams, max_tokens)
+                    speeds.setdefault((engine_name, streams), []).append(figure)
+        paged = engines["openvino-paged"]
+        assert isinstance(paged, LocalEngine) and isinstance(paged.backend, OpenVinoPagedModel)
+        print(f"\n### {name}: {rounds} rounds, {max_tokens} tokens, {THREADS} threads")
+        route = "F16" if paged_f16 else "Q8_0"
+        print(f"openvino-paged: {paged.backend.describe()}, {route} rewrite; openvino (GenAI): F16 rewrite")
+        print("| engine | 1 stream tok/s | 16 streams tok/s |")
+        print("|---|---|---|")
+        for engine_name in names:
+            figures = [statistics.median(speeds[(engine_name, s)]) for s in STREAMS]
+            print(f"| {engine_name} | " + " | ".join(f"{f:.1f}" for f in figures) + " |")
+    finally:
+        for engine in engines.values():
+            await engine.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--precision", choices=["f32", "bf16"], default="f32")
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--paged-f16", action="store_true", help="openvino-paged on the F16 rewrite")
+    args = parser.parse_args()
+    print(f"machine: {machine()}; OpenVINO precision {args.precision}")
+    for name in args.models:
+        asyncio.run(_model(name, args.precision, args.rounds, args.max_tokens, args.paged_f16))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The OpenVINO IR of a GGUF file, built once by OpenVINO GenAI and cached.
+
+GenAI's ContinuousBatchingPipeline reads a GGUF file into an OpenVINO model and, with
+`enable_save_ov_model`, saves it as `openvino_model.xml/.bin` beside the file it read. We build
+it in a temporary folder (holding a symlink to the file) and rename the folder into place under
+`cache_dir() / "openvino-ir" / <stem>-<sha256>-ov<version>`, so a half-written IR never counts.
+The saved model is the stateful one; `graph.py` makes it paged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from aios_serve.models.bundled import cache_dir, file_sha256
+
+log = logging.getLogger("aios_serve.backends.openvino_paged")
+
+IR_NAME = "openvino_model.xml"
+
+
+def openvino_version() -> str:
+    """The runtime's version, short enough for a folder name (`2026.4.1-22982`)."""
+    import openvino
+
+    return "-".join(openvino.get_version().split("-")[:2])
+
+
+def ir_folder(weights: Path) -> Path:
+    """Where the IR of this file is cached: keyed by its content hash and OpenVINO's version."""
+    digest = file_sha256(weights)[:16]
+    return cache_dir() / "openvino-ir" / f"{weights.stem}-{digest}-ov{openvino_version()}"
+
+
+def cached_ir(weights: Path) -> Path:
+    """The IR's .xml for `weights` (a GGUF file GenAI decodes exactly), built on first use."""
+    folder = ir_folder(weights)
+    xml = folder / IR_NAME
+    if xml.is_file():
+        return xml
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        _save_ir(weights, scratch)
+        scratch.chmod(0o755)  # mkdtemp's 0700 would keep other users from the shared cache
+        try:
+            os.rename(scratch, folder)
+        except OSError:  # another process put it in place first
+            if not xml.is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return xml
+
+
+def _save_ir(weights: Path, scratch: Path) -> None:
+    import openvino_genai as genai
+
+    link = scratch / weights.name
+    os.symlink(weights.resolve(), link)
+    scheduler = genai.SchedulerConfig()
+    scheduler.cache_size = 1
+    started = time.perf_counter()
+    log.info("building the OpenVINO IR of %s (once)", weights)
+    pipeline = genai.ContinuousBatchingPipeline(str(link), scheduler, "CPU", {"enable_save_ov_model": True})
+    del pipeline
+    link.unlink()
+    if not (scratch / IR_NAME).is_file():
+        raise RuntimeError(f"OpenVINO GenAI saved no IR for {weights} in {scratch}")
+    log.info("OpenVINO IR of %s built in %.1f s", weights, time.perf_counter() - started)

@@ -1,0 +1,165 @@
+"""OpenVINO's paged-attention model behind the GenerationBackend interface: our block pool
+decides where every sequence's keys and values live, and one inference call runs a whole batch
+(decode tokens and prompt chunks of any lengths together)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from aios_serve.backends.llama_cpp.vocab import LlamaCppVocab
+from aios_serve.backends.openvino_paged.blocks import BlockPool, Write
+from aios_serve.backends.openvino_paged.cache import KvCache, block_size, blocks_for_budget
+from aios_serve.backends.openvino_paged.graph import LOGITS_INDICES, compile_paged
+from aios_serve.backends.openvino_paged.ir import cached_ir
+from aios_serve.backends.protocols.generation import BatchItem, Logits
+
+log = logging.getLogger("aios_serve.backends.openvino_paged")
+
+
+class OpenVinoPagedModel(LlamaCppVocab):
+    """A GGUF model on OpenVINO's paged attention (implements GenerationBackend).
+
+    `path` is the GGUF file whose vocabulary and chat template we serve (llama.cpp reads them,
+    no weights); `weights` is the file GenAI builds the model from (a rewrite of `path` that it
+    decodes exactly; default `path`). `num_blocks` overrides the `kv_cache_gb` budget.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        weights: Path | None = None,
+        context_length: int | None,
+        max_sequences: int,
+        max_batch_tokens: int,
+        n_threads: int | None = None,
+        precision: str = "f32",
+        kv_cache_gb: float = 1.0,
+        num_blocks: int | None = None,
+    ) -> None:
+        super().__init__(path, vocab_only=True)
+        trained = self.trained_context
+        self.context_length = min(context_length or trained, trained)
+        self.max_sequences = max_sequences
+        self.max_batch_tokens = max_batch_tokens
+        self.needs_consecutive_sequences = False  # block tables: any ids run in one pass
+        self.xml = cached_ir(weights or path)
+        threads = n_threads or os.cpu_count() or 1
+        paged = compile_paged(self.xml, threads=threads, precision=precision)
+        self.precision = paged.precision
+        """INFERENCE_PRECISION_HINT as the compiled model reports it."""
+        self.gathers_logits = paged.gathers_logits
+        self._request = paged.compiled.create_infer_request()
+        blocks = num_blocks or blocks_for_budget(paged.compiled, kv_cache_gb)
+        self.cache = KvCache(paged.compiled, blocks)
+        for name, tensor in self.cache.tensors.items():  # bound once: each call passes the rest
+            self._request.set_tensor(name, tensor)
+        self.pool = BlockPool(blocks, block_size(paged.compiled))
+        self.kv_cells = blocks * self.pool.block_size
+        log.info(
+            "OpenVINO paged model %s: %s, %d layers, KV %s in %d blocks of %d (%.2f GB)",
+            path.name,
+            self.precision,
+            self.cache.layers,
+            self.cache.element_type,
+            blocks,
+            self.pool.block_size,
+            self.cache.nbytes / (1 << 30),
+        )
+
+    def describe(self) -> str:
+        """The compiled precision and the cache, for logs and benchmarks."""
+        return (
+            f"inference precision {self.precision}, KV {self.cache.element_type} "
+            f"{self.pool.num_blocks}x{self.pool.block_size} cells"
+        )
+
+    # --- decoding -------------------------------------------------------------------------
+
+    def decode(self, items: list[BatchItem]) -> None:
+        """One inference call for every item; an item with several sequence ids feeds its
+        tokens once per sequence (logits from the first)."""
+        items = [item for item in items if item.tokens]
+        if not items:
+            return
+        total = sum(len(item.tokens) * len(item.seq_ids) for item in items)
+        if total > self.max_batch_tokens:
+            raise ValueError(f"batch of {total} tokens exceeds {self.max_batch_tokens}")
+        writes = [
+            Write(seq_id, item.start_pos, len(item.tokens)) for item in items for seq_id in item.seq_ids
+        ]
+        self.cache.copy_blocks(self.pool.reserve(writes))  # KvCacheFull here changes nothing
+        inputs, rows = self._inputs(items, writes)
+        self._request.infer(inputs)
+        logits = np.array(self._request.get_tensor("logits").data, dtype=np.float32)
+        logits = logits.reshape(-1, self.n_vocab)
+        if not self.gathers_logits:
+            logits = logits[np.concatenate([r for r in rows.values()])] if rows else logits[:0]
+        self._hand_out(items, rows, logits)
+
+    def _inputs(
+        self, items: list[BatchItem], writes: list[Write]
+    ) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
+        """The model's inputs for these writes, and per item the batch rows it wants logits of."""
+        ids: list[int] = []
+        positions: list[np.ndarray] = []
+        begins = [0]
+        block_begins = [0]
+        blocks: list[int] = []
+        rows: dict[int, np.ndarray] = {}
+        writes_left = iter(writes)
+        for k, item in enumerate(items):
+            n = len(item.tokens)
+            for j, _ in enumerate(item.seq_ids):
+                write = next(writes_left)
+                first = begins[-1]
+                if j == 0 and item.want_all_logits:
+                    rows[k] = np.arange(first, first + n)
+                elif j == 0 and item.want_logits:
+                    rows[k] = np.array([first + n - 1])
+                ids += item.tokens
+                positions.append(np.arange(item.start_pos, item.start_pos + n))
+                begins.append(first + n)
+                table = self.pool.table(write.seq_id)
+                blocks += table
+                block_begins.append(block_begins[-1] + len(table))
+        inputs: dict[str, np.ndarray] = {
+            "input_ids": np.array(ids, np.int64),
+            "position_ids": np.concatenate(positions).astype(np.int64),
+            "past_lens": np.array([w.start for w in writes], np.int32),
+            "subsequence_begins": np.array(begins, np.int32),
+            "block_indices_begins": np.array(block_begins, np.int32),
+            "block_indices": np.array(blocks, np.int32),
+            "max_context_len": np.array(max(w.start + w.count for w in writes), np.int32),
+        }
+        if self.gathers_logits:
+            wanted = np.concatenate(list(rows.values())) if rows else np.zeros(1, np.int64)
+            inputs[LOGITS_INDICES] = wanted.astype(np.int64)
+        return inputs, rows
+
+    def _hand_out(self, items: list[BatchItem], rows: dict[int, np.ndarray], logits: np.ndarray) -> None:
+        """Give each item its rows of `logits` (which hold only the wanted rows, in order)."""
+        at = 0
+        for k, item in enumerate(items):
+            if k not in rows:
+                continue
+            mine: Logits = logits[at : at + len(rows[k])]
+            at += len(rows[k])
+            if item.want_logits:
+                item.logits = mine[-1].copy()
+            if item.want_all_logits:
+                item.row_logits = list(mine)
+
+    def copy_sequence(self, source: int, target: int) -> None:
+        self.pool.copy_sequence(source, target)
+
+    def remove_sequence(self, seq_id: int) -> None:
+        self.pool.remove_sequence(seq_id)
+
+    def close(self) -> None:
+        self._request = None
+        super().close()
