@@ -18,15 +18,13 @@ import statistics
 import time
 from pathlib import Path
 
-from openvino_precision import chat_ids
+from openvino_precision import chat_ids, genai_engine
 from servers import machine
 
 from aios_serve.backends.llama_cpp import LlamaCppModel, LlamaCppVocab
 from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
-from aios_serve.backends.protocols.generation import end_of_generation_ids
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.local import LocalEngine
-from aios_serve.engine.generation.openvino import OpenVinoEngine
 from aios_serve.engine.generation.openvino.loading import openvino_weights
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.models.bundled import resolve_bundled
@@ -38,19 +36,7 @@ THREADS = 2
 
 def _engines(path: Path, precision: str, paged_f16: bool) -> dict[str, EngineClient]:
     vocab = LlamaCppVocab(path)
-    genai = OpenVinoEngine(
-        path,
-        name=f"{path.stem}-genai",
-        vocab=vocab,
-        eog_ids=end_of_generation_ids(vocab),
-        context_length=2048,
-        max_sequences=16,
-        max_batch_tokens=512,
-        kv_cache_gb=1,
-        max_queued_requests=1024,
-        n_threads=THREADS,
-        inference_precision=precision,  # type: ignore[arg-type]
-    )
+    genai = genai_engine(path, vocab, precision)
     paged = OpenVinoPagedModel(
         path,
         weights=openvino_weights(path)[0] if paged_f16 else paged_weights(path)[0],

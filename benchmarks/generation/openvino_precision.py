@@ -52,7 +52,8 @@ def poem_request(vocab: LlamaCppVocab, topic: str) -> list[int]:
     return chat_ids(vocab, ask.strip())
 
 
-def _engine(path: Path, vocab: LlamaCppVocab, precision: str) -> OpenVinoEngine:
+def genai_engine(path: Path, vocab: LlamaCppVocab, precision: str) -> OpenVinoEngine:
+    """The GenAI engine over a bundled GGUF: 16 sequences, 2 threads, at `precision`."""
     return OpenVinoEngine(
         path,
         name=f"{path.stem}-{precision}",
@@ -102,7 +103,7 @@ async def _flips(engine: OpenVinoEngine, prompts: list[list[int]]) -> int:
 async def _model(name: str, rounds: int, max_tokens: int) -> None:
     path = resolve_bundled(name)
     vocab = LlamaCppVocab(path)
-    engines = {p: _engine(path, vocab, p) for p in PRECISIONS}
+    engines = {p: genai_engine(path, vocab, p) for p in PRECISIONS}
     for engine in engines.values():
         await engine.start()
     try:

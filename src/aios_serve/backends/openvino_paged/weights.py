@@ -14,48 +14,20 @@ and decode passes then disagree). Teacher-forced against llama.cpp on the origin
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from aios_serve.models.bundled import cache_dir, file_sha256
+from aios_serve.models.gguf_rewrite import Q8_0, rewritten, tensor_types
 
 log = logging.getLogger("aios_serve.backends.openvino_paged")
 
 EXACT_TYPES = frozenset({"F32", "F16", "Q8_0"})
 """Tensor types GenAI 2026.4 decodes as llama.cpp does."""
 
-_Q8_0 = 7  # LLAMA_FTYPE_MOSTLY_Q8_0
-
-
-def tensor_types(gguf: Path) -> set[str]:
-    from gguf import GGUFReader
-
-    return {tensor.tensor_type.name for tensor in GGUFReader(str(gguf)).tensors}
-
 
 def q8_0_rewrite(gguf: Path) -> Path:
     """The file with every tensor rewritten to Q8_0, made once per content hash under
-    `cache_dir() / "openvino-ir"` (written to a temporary name, then renamed into place)."""
-    folder = cache_dir() / "openvino-ir"
-    target = folder / f"{gguf.stem}-{file_sha256(gguf)[:16]}.q8_0-pure.gguf"
-    if target.is_file():
-        return target
-    import llama_cpp
-
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{target.name}.{os.getpid()}.partial"
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = _Q8_0
-    params.pure = True
-    params.allow_requantize = True
-    log.info("rewriting %s to Q8_0 for OpenVINO (once) at %s", gguf, target)
-    try:
-        if llama_cpp.llama_model_quantize(str(gguf).encode(), str(partial).encode(), params):
-            raise RuntimeError(f"llama.cpp could not rewrite {gguf} to Q8_0")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
+    `cache_dir() / "openvino-ir"`."""
+    return rewritten(gguf, ftype=Q8_0, label="q8_0-pure", folder="openvino-ir", pure=True)
 
 
 def paged_weights(gguf: Path) -> tuple[Path, str]:

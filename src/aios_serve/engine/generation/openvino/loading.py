@@ -11,27 +11,15 @@ streams on both models.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from pathlib import Path
 
-from aios_serve.models.bundled import cache_dir
+from aios_serve.models.gguf_rewrite import F16, rewritten, tensor_types
 
 log = logging.getLogger("aios_serve.engine.generation")
 
 AS_IS_TYPES = frozenset({"F32", "F16"})
 """Tensor types OpenVINO reads without loss (a file of only these needs no rewrite)."""
-
-_F16 = 1  # LLAMA_FTYPE_MOSTLY_F16
-
-
-def tensor_types(gguf: Path) -> set[str]:
-    """The tensor types in a GGUF file (read from its header, weights memory-mapped)."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(gguf))
-    return {tensor.tensor_type.name for tensor in reader.tensors}
 
 
 def readable_as_is(gguf: Path) -> bool:
@@ -43,38 +31,9 @@ def readable_as_is(gguf: Path) -> bool:
         return False
 
 
-def content_hash(path: Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def f16_rewrite(gguf: Path) -> Path:
-    """The file rewritten to F16 with llama.cpp's quantizer, made once per content hash under
-    `cache_dir() / "openvino"` (written to a temporary name, then renamed into place)."""
-    folder = cache_dir() / "openvino"
-    target = folder / f"{gguf.stem}-{content_hash(gguf)[:16]}.f16.gguf"
-    if target.is_file():
-        return target
-    import llama_cpp
-
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{target.name}.{os.getpid()}.partial"
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = _F16
-    params.allow_requantize = True
-    log.info("rewriting %s to F16 for OpenVINO (once) at %s", gguf, target)
-    try:
-        failed = llama_cpp.llama_model_quantize(str(gguf).encode(), str(partial).encode(), params)
-        if failed:
-            raise RuntimeError(f"llama.cpp could not rewrite {gguf} to F16 (status {failed})")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
+    """The file rewritten to F16, made once per content hash under `cache_dir() / "openvino"`."""
+    return rewritten(gguf, ftype=F16, label="f16", folder="openvino")
 
 
 def openvino_weights(gguf: Path, *, force_rewrite: bool = False) -> tuple[Path, str]:

@@ -1,0 +1,49 @@
+"""GGUF files rewritten by llama.cpp's quantizer to one tensor type, made once per content hash
+and cached (the OpenVINO routes read these where GenAI misreads the original's types)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from aios_serve.models.bundled import cache_dir, file_sha256
+
+log = logging.getLogger("aios_serve.models")
+
+F16 = 1  # LLAMA_FTYPE_MOSTLY_F16
+Q8_0 = 7  # LLAMA_FTYPE_MOSTLY_Q8_0
+
+
+def tensor_types(gguf: Path) -> set[str]:
+    """The tensor types in a GGUF file (read from its header, weights memory-mapped)."""
+    from gguf import GGUFReader
+
+    return {tensor.tensor_type.name for tensor in GGUFReader(str(gguf)).tensors}
+
+
+def rewritten(gguf: Path, *, ftype: int, label: str, folder: str, pure: bool = False) -> Path:
+    """`gguf` rewritten to `ftype` (`pure`: every tensor, none kept at another type) under
+    `cache_dir() / folder` as `<stem>-<sha16>.<label>.gguf`, written to a temporary name and
+    renamed into place; an existing rewrite is returned as is."""
+    target_folder = cache_dir() / folder
+    target = target_folder / f"{gguf.stem}-{file_sha256(gguf)[:16]}.{label}.gguf"
+    if target.is_file():
+        return target
+    import llama_cpp
+
+    target_folder.mkdir(parents=True, exist_ok=True)
+    partial = target_folder / f".{target.name}.{os.getpid()}.partial"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.pure = pure
+    params.allow_requantize = True
+    log.info("rewriting %s to %s for OpenVINO (once) at %s", gguf, label, target)
+    try:
+        failed = llama_cpp.llama_model_quantize(str(gguf).encode(), str(partial).encode(), params)
+        if failed:
+            raise RuntimeError(f"llama.cpp could not rewrite {gguf} to {label} (status {failed})")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
