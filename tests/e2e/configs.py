@@ -111,13 +111,13 @@ SMOL_EMBEDDING = "minilm"
 
 
 def exact(engine: str) -> dict[str, Any]:
-    """The options that make `engine` batch-invariant: OpenVINO in f32 (its `auto` is bf16 where
-    the CPU has AMX); llama.cpp's per-sequence caches already are."""
+    """The options under which `engine`'s batched greedy output equals sequential but for rare
+    near-ties: OpenVINO in f32 (its `auto` is bf16 where the CPU has AMX); llama.cpp as it is."""
     return {"inference_precision": "f32"} if engine == "openvino" else {}
 
 
 def smol_server(engine: str) -> dict[str, Any]:
-    """SmolLM2 on `engine` (8 sequences at once, batch-invariant) and an embedding model."""
+    """SmolLM2 on `engine` (8 sequences at once, options from `exact`) and an embedding model."""
     return {
         "models": [
             smol(SMOL, aliases=[SMOL_ALIAS], n_threads=2, max_num_seqs=8, engine=engine, **exact(engine)),
