@@ -117,7 +117,7 @@ async def _model(name: str, rounds: int, max_tokens: int) -> None:
                     speeds.setdefault((precision, streams), []).append(figure)
         poems = [poem_request(vocab, topic) for topic in POEM_TOPICS]
         prompts = [chat_ids(vocab, t) for t in fidelity.PROMPTS]
-        references = await asyncio.to_thread(fidelity.reference_runs, path, prompts, 32)
+        references = await asyncio.to_thread(fidelity.reference_runs, path, prompts, fidelity.TOKENS)
         print(f"\n### {name} ({engines['f32'].route}), {rounds} rounds, {max_tokens} tokens")
         print("| precision | compiled | 1 stream tok/s | 16 streams tok/s | flips | fidelity |")
         print("|---|---|---|---|---|---|")

@@ -237,7 +237,6 @@ async def test_bad_schema_is_a_grammar_error(smol: OpenVinoEngine) -> None:
         await smol.check(SamplingParams(max_tokens=4, constraint=constraint), 1)
 
 
-FIDELITY_TOKENS = 32
 PRECISIONS = ["f32", *(["bf16"] if NATIVE_BF16 else [])]
 BOUNDS = {
     # (least top-1 agreement, most mean |Δ logprob|, most max |Δ logprob|, most tie margin)
@@ -261,7 +260,7 @@ def _references(model: str, cache: dict[str, list[fidelity.ReferenceRun]]) -> li
         path = resolve_bundled(model)
         vocab = LlamaCppVocab(path)
         prompts = [_chat(vocab, text) for text in fidelity.PROMPTS]
-        cache[model] = fidelity.reference_runs(path, prompts, FIDELITY_TOKENS)
+        cache[model] = fidelity.reference_runs(path, prompts, fidelity.TOKENS)
     return cache[model]
 
 
@@ -274,8 +273,9 @@ async def test_fidelity_to_llama_cpp(
     and its logprob against llama.cpp's distribution (prefix caching as the engine sets it)."""
     runs = await asyncio.to_thread(_references, model, references)
     path = resolve_bundled(model)
-    engine = _engine(path, LlamaCppVocab(path), max_sequences=16, max_queued_requests=1024)
-    engine.inference_precision = precision  # type: ignore[assignment]
+    engine = _engine(
+        path, LlamaCppVocab(path), max_sequences=16, max_queued_requests=1024, inference_precision=precision
+    )
     await engine.start()
     try:
         assert engine.precision is not None and engine.precision.compiled == precision
@@ -285,7 +285,7 @@ async def test_fidelity_to_llama_cpp(
         await engine.stop()
     print(f"\n{model} {precision} ({engine.engine_details}): {result.describe()}")
     least_agreement, mean_diff, max_diff, tie_margin = BOUNDS[precision]
-    assert result.positions == FIDELITY_TOKENS * len(fidelity.PROMPTS)
+    assert result.positions == fidelity.TOKENS * len(fidelity.PROMPTS)
     assert result.agreement >= least_agreement, result
     assert result.mean_logprob_diff <= mean_diff, result
     assert result.max_logprob_diff <= max_diff, result

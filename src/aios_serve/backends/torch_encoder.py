@@ -29,17 +29,11 @@ __all__ = [
     "EncoderLoadError",
     "Pooling",
     "TorchEncoderBackend",
-    "cpu_has_native_bf16",
     "resolve_dtype",
     "use_math_threads",
 ]
 
 log = logging.getLogger("aios_serve.backends.torch_encoder")
-
-
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU flags show AVX512-BF16 or AMX-BF16."""
-    return has_native_bf16()
 
 
 def use_math_threads(count: int) -> None:
@@ -53,7 +47,7 @@ def resolve_dtype(dtype: DType) -> torch.dtype:
         return torch.float32
     if dtype == "bfloat16":
         return torch.bfloat16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return torch.bfloat16 if has_native_bf16() else torch.float32
 
 
 class TorchEncoderBackend(HfEncoderBackend):

@@ -22,6 +22,16 @@ def tensor_types(gguf: Path) -> set[str]:
     return {tensor.tensor_type.name for tensor in GGUFReader(str(gguf)).tensors}
 
 
+def holds_only(gguf: Path, types: frozenset[str]) -> bool:
+    """Whether every tensor of the file is of one of `types`; False (logged) where its header
+    cannot be read, so the caller rewrites it."""
+    try:
+        return tensor_types(gguf) <= types
+    except Exception as exc:
+        log.warning("could not read the tensor types of %s: %s", gguf, exc)
+        return False
+
+
 def rewritten(gguf: Path, *, ftype: int, label: str, folder: str, pure: bool = False) -> Path:
     """`gguf` rewritten to `ftype` (`pure`: every tensor, none kept at another type) under
     `cache_dir() / folder` as `<stem>-<sha16>.<label>.gguf`, written to a temporary name and

@@ -13,12 +13,9 @@ and decode passes then disagree). Teacher-forced against llama.cpp on the origin
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from aios_serve.models.gguf_rewrite import Q8_0, rewritten, tensor_types
-
-log = logging.getLogger("aios_serve.backends.openvino_paged")
+from aios_serve.models.gguf_rewrite import Q8_0, holds_only, rewritten
 
 EXACT_TYPES = frozenset({"F32", "F16", "Q8_0"})
 """Tensor types GenAI 2026.4 decodes as llama.cpp does."""
@@ -32,11 +29,6 @@ def q8_0_rewrite(gguf: Path) -> Path:
 
 def paged_weights(gguf: Path) -> tuple[Path, str]:
     """The file to build the model from and its route: `as-is` or `q8_0-rewrite`."""
-    try:
-        exact = tensor_types(gguf) <= EXACT_TYPES
-    except Exception as exc:  # an unreadable header: let the rewrite decide
-        log.warning("could not read the tensor types of %s: %s", gguf, exc)
-        exact = False
-    if exact:
+    if holds_only(gguf, EXACT_TYPES):
         return gguf, "as-is"
     return q8_0_rewrite(gguf), "q8_0-rewrite"

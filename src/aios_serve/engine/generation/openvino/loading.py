@@ -14,21 +14,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from aios_serve.models.gguf_rewrite import F16, rewritten, tensor_types
+from aios_serve.models.gguf_rewrite import F16, holds_only, rewritten
 
 log = logging.getLogger("aios_serve.engine.generation")
 
 AS_IS_TYPES = frozenset({"F32", "F16"})
 """Tensor types OpenVINO reads without loss (a file of only these needs no rewrite)."""
-
-
-def readable_as_is(gguf: Path) -> bool:
-    """Whether the file holds only tensor types OpenVINO reads without loss."""
-    try:
-        return tensor_types(gguf) <= AS_IS_TYPES
-    except Exception as exc:  # an unreadable header: let the rewrite decide
-        log.warning("could not read the tensor types of %s: %s", gguf, exc)
-        return False
 
 
 def f16_rewrite(gguf: Path) -> Path:
@@ -42,7 +33,7 @@ def openvino_weights(gguf: Path, *, force_rewrite: bool = False) -> tuple[Path, 
     As is when the file holds only F16 and F32 tensors; else its F16 rewrite. `force_rewrite`
     takes the F16 route regardless.
     """
-    if not force_rewrite and readable_as_is(gguf):
+    if not force_rewrite and holds_only(gguf, AS_IS_TYPES):
         log.info("OpenVINO reads %s as is", gguf)
         return gguf, "as-is"
     target = f16_rewrite(gguf)

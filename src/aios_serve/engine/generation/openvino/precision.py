@@ -42,13 +42,12 @@ def prefix_caching_allowed(precision: str) -> bool:
     return precision != "bf16"
 
 
-def resolve(option: InferencePrecision, *, native_bf16: bool | None = None) -> str:
+def resolve(option: InferencePrecision) -> str:
     """The precision to ask OpenVINO for: `f32` or `bf16`. bf16 on a CPU without native bf16
     falls back to f32 (the plugin would ignore it), with a warning."""
-    native = has_native_bf16() if native_bf16 is None else native_bf16
     if option == "auto":
         return auto_precision("amx_bf16" in cpu_flags())
-    if option == "bf16" and not native:
+    if option == "bf16" and not has_native_bf16():
         log.warning("inference_precision bf16 asked on a CPU without native bf16; using f32")
         return "f32"
     return option
