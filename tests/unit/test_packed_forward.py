@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aios_serve.backends.packed_bert import PackedBatch, bucketed_token_count
 from aios_serve.backends.protocols.encoder import EncodedInput
 from aios_serve.backends.torch_encoder import TorchEncoderBackend
 from aios_serve.models.bundled import resolve_bundled
@@ -70,3 +71,15 @@ def test_other_architectures_run_padded(tmp_path: Path) -> None:
     )
     assert vectors.shape == (2, 32)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_packed_token_counts_come_in_few_sizes() -> None:
+    """Every packed batch is padded to one of a few dozen sizes (issue 27: one per batch grew the
+    heap and the kernel caches), wasting at most an eighth of its tokens above 256."""
+    sizes = {count: bucketed_token_count(count) for count in range(1, 8193)}
+    assert len(set(sizes.values())) <= 48
+    assert all(count <= size for count, size in sizes.items())
+    assert all(size - count <= max(31, count // 8) for count, size in sizes.items())
+    batch = PackedBatch.of([EncodedInput([101, 7, 102]), EncodedInput([101, 8, 9, 102])])
+    assert batch.real_tokens == 7 and batch.input_ids.shape == (32,)
+    assert batch.starts.tolist() == [0, 3, 7] and not batch.input_ids[7:].any()

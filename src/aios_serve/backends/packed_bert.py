@@ -26,6 +26,20 @@ from aios_serve.backends.protocols.encoder import EncodedInput
 # cheap next to a whole forward pass, so groups are smaller than the scheduler's micro-batches).
 ATTENTION_GROUP_TOKENS = 4096
 ATTENTION_CALL_OVERHEAD_TOKENS = 64
+# Packed token counts are rounded up to one of BUCKETS_PER_OCTAVE sizes per power of two (at least
+# SMALLEST_BUCKET), so activations and compiled kernels come in a few dozen shapes rather than one
+# per batch (issue 27: glibc's heap and the kernel caches grew with every new shape). The padding
+# costs at most 1/BUCKETS_PER_OCTAVE of a batch's tokens.
+BUCKETS_PER_OCTAVE = 8
+SMALLEST_BUCKET = 32
+
+
+def bucketed_token_count(tokens: int) -> int:
+    """The smallest bucket size that holds `tokens` packed tokens."""
+    if tokens <= SMALLEST_BUCKET:
+        return SMALLEST_BUCKET
+    step = max(SMALLEST_BUCKET, (1 << (tokens - 1).bit_length()) // (2 * BUCKETS_PER_OCTAVE))
+    return -(-tokens // step) * step
 
 
 @dataclass(frozen=True)
@@ -40,7 +54,8 @@ class AttentionGroup:
 
 @dataclass(frozen=True)
 class PackedBatch:
-    """One batch as concatenated tokens with each sequence's start offset."""
+    """One batch as concatenated tokens with each sequence's start offset, then pad rows (token 0
+    at position 0) up to the bucketed size; they belong to no sequence and no attention group."""
 
     input_ids: torch.Tensor  # [tokens]
     token_type_ids: torch.Tensor  # [tokens]
@@ -48,21 +63,30 @@ class PackedBatch:
     starts: np.ndarray  # [sequences + 1] offsets; sequence i is rows starts[i]:starts[i+1]
     groups: list[AttentionGroup]
 
+    @property
+    def real_tokens(self) -> int:
+        """Rows before the padding."""
+        return int(self.starts[-1])
+
     @classmethod
     def of(cls, batch: list[EncodedInput]) -> PackedBatch:
         lengths = [len(item) for item in batch]
         starts = np.zeros(len(batch) + 1, dtype=np.int64)
         np.cumsum(lengths, out=starts[1:])
-        ids = np.concatenate([np.asarray(item.input_ids, dtype=np.int64) for item in batch])
+        padding = np.zeros(bucketed_token_count(int(starts[-1])) - int(starts[-1]), dtype=np.int64)
+        ids = np.concatenate([*(np.asarray(item.input_ids, dtype=np.int64) for item in batch), padding])
         types = np.concatenate(
             [
-                np.asarray(item.token_type_ids, dtype=np.int64)
-                if item.token_type_ids is not None
-                else np.zeros(len(item), dtype=np.int64)
-                for item in batch
+                *(
+                    np.asarray(item.token_type_ids, dtype=np.int64)
+                    if item.token_type_ids is not None
+                    else np.zeros(len(item), dtype=np.int64)
+                    for item in batch
+                ),
+                padding,
             ]
         )
-        positions = np.concatenate([np.arange(length, dtype=np.int64) for length in lengths])
+        positions = np.concatenate([*(np.arange(length, dtype=np.int64) for length in lengths), padding])
         groups = [
             cls._group(group, lengths, starts)
             for group in plan_length_groups(lengths, ATTENTION_GROUP_TOKENS, ATTENTION_CALL_OVERHEAD_TOKENS)
@@ -130,6 +154,7 @@ class PackedBert:
     def _attend(self, projections: torch.Tensor, packed: PackedBatch) -> torch.Tensor:
         """Self-attention per length group over packed [tokens, 3 * hidden] query-key-value rows."""
         context = projections.new_empty(projections.shape[0], projections.shape[1] // 3)
+        context[packed.real_tokens :] = 0  # pad rows attend to nothing
         for group in packed.groups:
             count, longest = group.rows.shape
             gathered = projections[group.rows].view(count, longest, 3, self.heads, -1)
@@ -141,7 +166,7 @@ class PackedBert:
 
     @torch.inference_mode()
     def hidden_states(self, packed: PackedBatch) -> torch.Tensor:
-        """Last hidden states [tokens, hidden] in the model's precision."""
+        """Last hidden states [tokens, hidden] in the model's precision, pad rows included."""
         hidden = self._embed(packed)
         for layer, (weight, bias) in zip(self.layers, self.fused_projections, strict=True):
             context = self._attend(F.linear(hidden, weight, bias), packed)

@@ -79,7 +79,7 @@ class TorchEncoderBackend(HfEncoderBackend):
         if self.packed is None:
             return super().embed(batch)
         packed = PackedBatch.of(batch)
-        hidden = self.packed.hidden_states(packed).float().numpy()
+        hidden = self.packed.hidden_states(packed)[: packed.real_tokens].float().numpy()
         return pool_packed(hidden, packed.starts, self.pooling)
 
     def score(self, batch: list[EncodedInput]) -> np.ndarray:
