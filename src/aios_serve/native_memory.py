@@ -1,12 +1,13 @@
 """Native memory settings the server applies to its own process before any model loads.
 
-Packed encoder batches give almost every forward pass a new shape. Two things then grow with the
-number of shapes seen rather than with the load (benchmarks/load/README.md has the measurements):
+Unbounded batch shapes made two things grow with the number of shapes seen rather than with the
+load (issue 27; benchmarks/load/README.md has the measurements). Packed encoder batches now come
+in bucketed sizes (backends/packed_bert.py), which bounds both; what is set here lowers the level:
 
-- glibc's heap: its mmap threshold rises to the size of each large block freed (up to 32 MiB), so
-  activations of every new size are carved from the heap, and the heap keeps the freed space
-  (mallinfo2: in use stays ~260 MiB while the heap passes 1.3 GiB). A fixed threshold stops the
-  rise: blocks above it are mapped and unmapped on their own, and the heap stays small.
+- glibc's heap keeps what the forward passes free (activations come from the heap once glibc's
+  mmap threshold has slid up to their size), a few hundred MiB of free pages under load. A thread
+  returns them with malloc_trim every few seconds; a fixed mmap threshold would too, but maps and
+  faults in every large activation anew, which cost a quarter to a third of encoder throughput.
 - oneDNN's primitive cache and ideep's computation cache keep a compiled kernel per shape, up to
   1024 each; bfloat16 linear layers add a matmul primitive per token count to both.
 
@@ -20,6 +21,8 @@ import ctypes
 import logging
 import os
 import sys
+import threading
+import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,9 +41,11 @@ class MemoryConfig(BaseModel):
     malloc_arenas: int = Field(default=2, ge=1)
     """glibc heaps: threads that allocate at once otherwise get their own (up to 8 per core), each
     keeping the memory its thread freed."""
-    malloc_mmap_threshold_bytes: int = Field(default=128 * 1024, ge=0)
+    malloc_mmap_threshold_bytes: int = Field(default=0, ge=0)
     """Blocks at least this large are mapped on their own and returned when freed; 0 keeps glibc's
-    sliding threshold (which lets the heap grow with every new batch shape)."""
+    sliding threshold (faster: large activations are reused from the heap rather than mapped)."""
+    malloc_trim_interval_seconds: float = Field(default=5.0, ge=0)
+    """How often a thread hands the heap's free pages back to the system (malloc_trim); 0 never."""
     kernel_cache_capacity: int = Field(default=64, ge=0)
     """Compiled kernels oneDNN (and ideep) keep, each; 0 compiles one for every call."""
 
@@ -79,7 +84,25 @@ def apply_native_memory(config: MemoryConfig) -> dict[str, str]:
             applied[variable] = f"{os.environ[variable]} (environment)"
         elif value and libc.mallopt(parameter, value) == 1:
             applied[variable] = str(value)
+    if config.malloc_trim_interval_seconds > 0:
+        _start_trimming(libc, config.malloc_trim_interval_seconds)
+        applied["malloc_trim"] = f"every {config.malloc_trim_interval_seconds:g} s"
     return applied
+
+
+def _start_trimming(libc: ctypes.CDLL, interval: float) -> threading.Thread:
+    """A daemon thread that calls malloc_trim(0) every `interval` seconds for the process's life."""
+
+    def trim_forever() -> None:
+        while True:
+            time.sleep(interval)
+            started = time.perf_counter()
+            libc.malloc_trim(0)
+            log.debug("malloc_trim took %.1f ms", (time.perf_counter() - started) * 1e3)
+
+    thread = threading.Thread(target=trim_forever, name="malloc-trim", daemon=True)
+    thread.start()
+    return thread
 
 
 def configure_process(config: MemoryConfig) -> None:
