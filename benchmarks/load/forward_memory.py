@@ -6,8 +6,9 @@ the load test's (many requests of 6-80 tokens merged: a new token count almost e
 kept, and the separately mapped blocks. Run it with and without the server's settings:
 
     PYTHONPATH=src python benchmarks/load/forward_memory.py --seconds 40
-    PYTHONPATH=src MALLOC_MMAP_THRESHOLD_=131072 ONEDNN_PRIMITIVE_CACHE_CAPACITY=64 \\
-        LRU_CACHE_CAPACITY=64 python benchmarks/load/forward_memory.py --seconds 40 --dtype bfloat16
+    PYTHONPATH=src python benchmarks/load/forward_memory.py --seconds 40 --server-memory 5
+    PYTHONPATH=src MALLOC_MMAP_THRESHOLD_=131072 python benchmarks/load/forward_memory.py \\
+        --seconds 40 --dtype bfloat16 --server-memory 0
 """
 
 from __future__ import annotations
@@ -62,10 +63,22 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--padded", action="store_true", help="the padded forward instead of the packed one")
     parser.add_argument("--fixed", action="store_true", help="the same batch every time (the control)")
-    parser.add_argument("--trim", action="store_true", help="malloc_trim(0) at every report")
+    parser.add_argument(
+        "--server-memory",
+        type=float,
+        metavar="TRIM_S",
+        default=None,
+        help="apply the server's memory settings first (aios_serve.native_memory), trimming every TRIM_S",
+    )
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+
+    if args.server_memory is not None:
+        from aios_serve.native_memory import MemoryConfig, apply_native_memory
+
+        applied = apply_native_memory(MemoryConfig(malloc_trim_interval_seconds=args.server_memory))
+        print("server memory settings:", applied, flush=True)
 
     import torch
 
@@ -97,8 +110,6 @@ def main() -> None:
     started = time.monotonic()
     while any(thread.is_alive() for thread in threads):
         time.sleep(5)
-        if args.trim:
-            libc.malloc_trim(0)
         elapsed = time.monotonic() - started
         print(
             f"t={elapsed:4.0f}s batches={batches[0]:5d} rss={rss_mib():6.0f} MiB {heap_line(libc)}",
