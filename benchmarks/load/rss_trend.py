@@ -1,7 +1,9 @@
-"""The load test's memory verdict: the trend of RSS over the last half of the measured run.
+"""The load test's memory verdict: the trend of RSS over the last half of the measured run, and
+its growth from the run's first minute to its last.
 
-First-to-last differences move with whatever the last sample caught in flight (a batch's
-activations are tens of MiB); a least-squares line through every sample of the last half does not.
+Single samples move with whatever they caught: a batch's activations in flight (tens of MiB), or
+where the heap stood in the server's 5-second trim cycle (hundreds). A least-squares line through
+every sample of the last half does not, nor do the medians of a minute's samples at either end.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 WINDOW_S = 300.0  # growth is judged as if over this long: 5 minutes
+END_WINDOW_S = 60.0  # first-to-last growth compares the medians of this long at either end
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,21 @@ def last_half_trend(samples: Sequence[tuple[float, float]]) -> RssTrend:
     half = [(at, mib) for at, mib in samples if at >= middle]
     span = half[-1][0] - half[0][0] if half else 0.0
     return RssTrend(least_squares_slope(half) * 60.0, span, len(half))
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def end_to_end_growth(samples: Sequence[tuple[float, float]], window_s: float = END_WINDOW_S) -> float:
+    """Median MiB of the last `window_s` seconds of samples minus that of the first (windows
+    shrink to a tenth of the run each for runs shorter than ten of them)."""
+    if not samples:
+        return 0.0
+    start, end = samples[0][0], samples[-1][0]
+    window = min(window_s, (end - start) / 10)
+    first = [mib for at, mib in samples if at <= start + window]
+    last = [mib for at, mib in samples if at >= end - window]
+    return _median(last) - _median(first)

@@ -1,4 +1,5 @@
-"""The load test's RSS verdict (benchmarks/load/rss_trend.py): the last half's least-squares trend."""
+"""The load test's RSS verdict (benchmarks/load/rss_trend.py): the last half's least-squares trend
+and the growth between the medians of the first and last minute."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "load"))
 
-from rss_trend import WINDOW_S, last_half_trend, least_squares_slope
+from rss_trend import WINDOW_S, end_to_end_growth, last_half_trend, least_squares_slope
 
 
 def test_slope_of_a_line() -> None:
@@ -37,3 +38,14 @@ def test_growth_is_judged_over_five_minutes_or_the_half_when_shorter() -> None:
 def test_noise_around_a_flat_line_is_not_growth() -> None:
     samples = [(float(t), 700.0 + (40 if t % 2 else -40)) for t in range(600)]
     assert abs(last_half_trend(samples).judged_growth_mib) < 1.0
+
+
+def test_end_to_end_growth_reads_a_minute_at_each_end() -> None:
+    """A trim cycle's sawtooth (a low sample just after each trim) is not growth; a rise is."""
+    sawtooth = [(float(t), 600.0 if t % 5 == 0 else 900.0 + (t % 5) * 20) for t in range(601)]
+    assert sawtooth[0][1] == 600.0 and sawtooth[-1][1] == 600.0
+    assert end_to_end_growth(sawtooth) == pytest.approx(0.0)
+    rising = [(float(t), 600.0 + t / 2) for t in range(601)]  # 300 MiB over the run
+    assert end_to_end_growth(rising) == pytest.approx(270.0)  # medians at 30 s and 570 s
+    short = [(float(t), 600.0 + t) for t in range(61)]  # windows of 6 s at each end
+    assert end_to_end_growth(short) == pytest.approx(54.0)  # t 0-6 against t 54-60
