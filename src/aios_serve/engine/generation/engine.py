@@ -23,7 +23,7 @@ from aios_serve.backends.protocols.generation import (
     end_of_generation_ids,
 )
 from aios_serve.engine.generation.interface import RequestUpdate
-from aios_serve.engine.generation.planning import plan_passes
+from aios_serve.engine.generation.planning import Pass, plan_passes
 from aios_serve.engine.generation.sampling import token_logprobs
 from aios_serve.engine.generation.sequence import PrefillTask, RequestState, Sequence
 from aios_serve.observability.engine_stats import EngineStats
@@ -124,15 +124,19 @@ class GenerationEngine:
         self._admit()
         touched: dict[int, RequestState] = {}
         decoded = 0
-        passes = plan_passes(
-            self._active, self._prefills, self.backend.max_batch_tokens, self.backend.mixes_prompt_and_decode
-        )
-        for items, owners in passes:
+        passes = self._plan()
+        while passes:
+            items, owners = passes.pop(0)
             try:
                 self.backend.decode(items)
             except KvCacheFull:
                 self._preempt_newest()
-                break
+                if touched:  # the rest waits for the next step
+                    break
+                # Nothing ran yet: plan again without the preempted request, so the others move on
+                # (one mixed pass that always failed would otherwise stall every request).
+                passes = self._plan()
+                continue
             self.steps += 1
             self.prompt_passes += any(isinstance(target, PrefillTask) for _, target in owners)
             decoded += len(items)
@@ -142,6 +146,10 @@ class GenerationEngine:
         for state in touched.values():
             self._publish(state)
         self._take_snapshot(decoded)
+
+    def _plan(self) -> list[Pass]:
+        mixed = self.backend.mixes_prompt_and_decode
+        return plan_passes(self._active, self._prefills, self.backend.max_batch_tokens, mixed)
 
     def _take_snapshot(self, batch_size: int) -> None:
         """Publish the scheduler's state for the metrics (one attribute write, so thread-safe)."""
