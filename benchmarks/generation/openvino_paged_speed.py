@@ -3,9 +3,12 @@ against OpenVINO GenAI's pipeline (`openvino`) and llama.cpp, in process (no HTT
 
 Per bundled chat model, the three engines loaded at once: decode tok/s of one stream and
 aggregate tok/s of 16 streams (128 tokens, EOS ignored, greedy), run in turns (the engine order
-reversed every round) and reported as medians over `--rounds`. Both OpenVINO engines run at the
-same `--precision`, each on its own weights' route for the bundled files: GenAI on their F16
-rewrite, openvino-paged on their Q8_0 rewrite (`--paged-f16`: on the F16 rewrite too).
+reversed every round) and reported as medians over `--rounds`. Then the prefix cache: the time
+to first token of a prompt of ~1,000 tokens new to the engine, and of a second prompt that shares
+all but its last question with it (medians; llama.cpp keeps no prefix cache across requests).
+Both OpenVINO engines run at the same `--precision`, each on its own weights' route for the
+bundled files: GenAI on their F16 rewrite, openvino-paged on their Q8_0 rewrite (`--paged-f16`:
+on the F16 rewrite too).
 
     PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_paged_speed.py --rounds 3
 """
@@ -118,9 +121,39 @@ async def _model(name: str, precision: str, rounds: int, max_tokens: int, paged_
         for engine_name in names:
             figures = [statistics.median(speeds[(engine_name, s)]) for s in STREAMS]
             print(f"| {engine_name} | " + " | ".join(f"{f:.1f}" for f in figures) + " |")
+        await _prefix_ttft(engines, vocab, rounds)
     finally:
         for engine in engines.values():
             await engine.stop()
+
+
+async def _first_token_s(engine: EngineClient, prompt: list[int]) -> float:
+    start = time.monotonic()
+    _, first, _ = await _stream(engine, prompt, 1)
+    return first - start
+
+
+async def _prefix_ttft(engines: dict[str, EngineClient], vocab: LlamaCppVocab, rounds: int) -> None:
+    """TTFT of a new ~1,000-token prompt, then of one sharing its prefix; medians over rounds."""
+    words = ["harbour", "lantern", "tide", "keeper", "storm", "rope", "gull", "beacon", "shore", "night"]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in engines}
+    for round_index in range(rounds):
+        for engine_name, engine in engines.items():
+            document = f"Log {round_index} of {engine_name}: " + " ".join(
+                words[(i * 7 + round_index) % len(words)] for i in range(600)
+            )
+            first = chat_ids(vocab, f"{document}\n\nWhat happened first?")
+            second = chat_ids(vocab, f"{document}\n\nWho kept the light?")
+            times[engine_name].append(
+                (await _first_token_s(engine, first), await _first_token_s(engine, second))
+            )
+    print(f"\nprefix cache, prompts of {len(first)} tokens sharing all but the last question:")
+    print("| engine | TTFT new prompt, ms | TTFT shared prefix, ms | ratio |")
+    print("|---|---|---|---|")
+    for engine_name, pairs in times.items():
+        new = statistics.median(p[0] for p in pairs) * 1e3
+        shared = statistics.median(p[1] for p in pairs) * 1e3
+        print(f"| {engine_name} | {new:.0f} | {shared:.0f} | {shared / new:.2f} |")
 
 
 def main() -> None:

@@ -60,11 +60,11 @@ def model() -> Iterator[OpenVinoPagedModel]:
 
 def test_pool_shares_full_blocks_and_copies_the_partial_one() -> None:
     pool = BlockPool(num_blocks=8, block_size=4)
-    assert pool.reserve([Write(0, 0, 6)]) == []  # 2 blocks, the second partial
+    assert pool.reserve([Write(0, 0, tuple(range(6)))]) == []  # 2 blocks, the second partial
     pool.copy_sequence(0, 1)
     shared = pool.table(0)
     assert pool.table(1) == shared and [pool.refs(b) for b in shared] == [2, 2]
-    copies = pool.reserve([Write(0, 6, 1), Write(1, 6, 1)])
+    copies = pool.reserve([Write(0, 6, (6,)), Write(1, 6, (7,))])
     assert copies == [(shared[1], pool.table(0)[1])]  # the first writer copies, the last writes in place
     assert pool.table(1) == shared and pool.table(0)[0] == shared[0]
     assert pool.refs(shared[0]) == 2 and pool.refs(shared[1]) == 1
@@ -75,13 +75,45 @@ def test_pool_shares_full_blocks_and_copies_the_partial_one() -> None:
 
 def test_pool_full_changes_nothing() -> None:
     pool = BlockPool(num_blocks=3, block_size=4)
-    pool.reserve([Write(0, 0, 8)])
+    pool.reserve([Write(0, 0, tuple(range(8)))])
     table = pool.table(0)
     with pytest.raises(KvCacheFull):
-        pool.reserve([Write(1, 0, 2), Write(0, 8, 1)])
+        pool.reserve([Write(1, 0, (1, 2)), Write(0, 8, (9,))])
     assert pool.table(0) == table and pool.length(0) == 8 and pool.table(1) == [] and pool.free_blocks == 1
     with pytest.raises(ValueError):
-        pool.reserve([Write(0, 5, 1)])  # not at the sequence's end
+        pool.reserve([Write(0, 5, (5,))])  # not at the sequence's end
+
+
+def test_pool_reuses_a_cached_prefix_until_its_blocks_are_taken() -> None:
+    pool = BlockPool(num_blocks=4, block_size=4)
+    prompt = list(range(10, 20))  # two full blocks and a partial one
+    pool.reserve([Write(0, 0, tuple(prompt))])
+    assert pool.reuse_prefix(1, prompt) == 0  # the pass has not run: nothing is published
+    pool.commit()
+    first = pool.table(0)
+    assert pool.cached_blocks == 2
+    pool.remove_sequence(0)
+    assert pool.free_blocks == 4 and pool.cached_blocks == 2  # free, and still cached
+    assert pool.reuse_prefix(1, [*prompt[:8], 99]) == 8
+    assert pool.table(1) == first[:2] and pool.length(1) == 8 and pool.free_blocks == 2
+    assert pool.reuse_prefix(2, prompt[:8]) == 4  # one token is left to run
+    assert pool.reuse_prefix(3, [10, 11, 12, 0, *prompt[4:]]) == 0  # a key names the whole prefix
+    assert pool.refs(first[0]) == 2
+    pool.reserve([Write(1, 8, (99,))])  # continues in a block of its own
+    assert pool.table(1)[:2] == first[:2] and pool.refs(first[1]) == 1
+    for seq in (1, 2):
+        pool.remove_sequence(seq)
+    pool.reserve([Write(4, 0, tuple(range(100, 116)))])  # every block: the cached ones are evicted
+    pool.commit()
+    assert pool.reuse_prefix(5, prompt) == 0 and pool.cached_blocks == 4
+
+
+def test_pool_without_prefix_caching_reuses_nothing() -> None:
+    pool = BlockPool(num_blocks=4, block_size=4, prefix_caching=False)
+    pool.reserve([Write(0, 0, tuple(range(9)))])
+    pool.commit()
+    pool.remove_sequence(0)
+    assert pool.reuse_prefix(1, list(range(9))) == 0 and pool.cached_blocks == 0
 
 
 # --- the backend --------------------------------------------------------------------------
@@ -169,6 +201,28 @@ def test_copy_on_write_keeps_choices_apart(model: OpenVinoPagedModel) -> None:
     assert model.pool.free_blocks == model.pool.num_blocks
 
 
+def test_a_reused_prefix_gives_the_logits_of_a_full_prefill(model: OpenVinoPagedModel) -> None:
+    shared = _chat(model, "Summarise the plot of a long novel about the sea. " * 4)
+    assert len(shared) > 3 * model.pool.block_size
+    question = model.tokenize("And who is the captain?", False)
+    try:
+        model.decode([BatchItem(list(shared), 0, [0], want_logits=False)])
+        model.remove_sequence(0)
+        reused = model.reuse_prefix(1, [*shared, *question])
+        assert reused == len(shared) // model.pool.block_size * model.pool.block_size
+        cached = BatchItem([*shared, *question][reused:], reused, [1])
+        fresh = BatchItem([*shared, *question], 0, [2])
+        model.decode([cached])
+        model.decode([fresh])
+        assert cached.logits is not None and fresh.logits is not None
+        np.testing.assert_allclose(cached.logits, fresh.logits, atol=1e-3)
+        assert int(cached.logits.argmax()) == int(fresh.logits.argmax())
+    finally:
+        for seq in range(3):
+            model.remove_sequence(seq)
+    assert model.pool.free_blocks == model.pool.num_blocks
+
+
 # --- LocalEngine over it ------------------------------------------------------------------
 
 
@@ -230,6 +284,23 @@ async def test_logprobs_and_prompt_logprobs(engine: LocalEngine) -> None:
         e is not None and e.token_id == t and len(e.top) == 3
         for e, t in zip(scored[1:], prompt[1:], strict=True)
     )
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_later_request_reuses_an_earlier_prompt(engine: LocalEngine) -> None:
+    system = "You are a careful assistant who answers in one short sentence. " * 6
+    prompt = _chat(engine.backend, system + "What is the boiling point of water?")
+    params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+    before = engine.stats()
+    first = await _run(engine, prompt, params)
+    second = await _run(engine, prompt, params)
+    after = engine.stats()
+    assert after.prefix_cache_queries is not None and after.prefix_cache_hits is not None
+    block = engine.backend.pool.block_size  # type: ignore[attr-defined]
+    assert after.prefix_cache_queries - (before.prefix_cache_queries or 0) == 2 * len(prompt)
+    hits = after.prefix_cache_hits - (before.prefix_cache_hits or 0)
+    assert hits == (len(prompt) - 1) // block * block  # the whole prompt but its last token's block
+    assert second[0]["ids"] == first[0]["ids"]
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -64,6 +64,7 @@ class HfCausalModel:
         self.max_sequences = max_sequences
         self.max_batch_tokens = max_batch_tokens
         self.needs_consecutive_sequences = False  # a cache object per sequence, run one by one
+        self.mixes_prompt_and_decode = False
         self.n_vocab = int(self._model.get_output_embeddings().weight.shape[0])
         self._caches: dict[int, DynamicCache] = {}
         self._special_ids = set(self._tokenizer.all_special_ids)
@@ -150,6 +151,9 @@ class HfCausalModel:
                 item.logits = out.logits[0, -1].float().numpy().astype(np.float32)
             if item.want_all_logits:
                 item.row_logits = list(out.logits[0].float().numpy().astype(np.float32))
+
+    def reuse_prefix(self, seq_id: int, tokens: list[int]) -> int | None:
+        return None  # no prefix cache
 
     def copy_sequence(self, source: int, target: int) -> None:
         self._caches[target] = copy.deepcopy(self._caches[source])

@@ -20,6 +20,8 @@ class EngineStats:
     batch_size: int | None = None  # sequences in the last batch the engine ran
     prompt_passes: int | None = None  # forward passes that wrote prompt tokens, since start
     decode_passes: int | None = None  # forward passes that decoded one token per sequence
+    prefix_cache_queries: int | None = None  # prompt tokens looked up in the prefix cache, since start
+    prefix_cache_hits: int | None = None  # of those, tokens found cached
 
 
 @runtime_checkable

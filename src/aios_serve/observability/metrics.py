@@ -81,6 +81,16 @@ class EngineCollector(Collector):
             "Generation forward passes: phase prompt (prompt chunks, merged) or decode.",
             labels=["model_name", "phase"],
         )
+        prefix_queries = CounterMetricFamily(
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            labels=["model_name"],
+        )
+        prefix_hits = CounterMetricFamily(
+            "vllm:prefix_cache_hits",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            labels=["model_name"],
+        )
         restarts = CounterMetricFamily(
             "aios_serve_engine_restarts",
             "Restarts of a model's engine worker process after it died or hung.",
@@ -99,13 +109,15 @@ class EngineCollector(Collector):
                 (waiting, stats.waiting),
                 (kv_cache, stats.kv_cache_usage),
                 (batch, stats.batch_size),
+                (prefix_queries, stats.prefix_cache_queries),
+                (prefix_hits, stats.prefix_cache_hits),
             ):
                 if value is not None:
                     family.add_metric(name, float(value))
             for phase, count in (("prompt", stats.prompt_passes), ("decode", stats.decode_passes)):
                 if count is not None:
                     passes.add_metric([*name, phase], float(count))
-        yield from (running, waiting, kv_cache, batch, passes, restarts)
+        yield from (running, waiting, kv_cache, batch, passes, prefix_queries, prefix_hits, restarts)
 
 
 class ServerMetrics:

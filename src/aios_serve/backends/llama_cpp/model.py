@@ -64,6 +64,7 @@ class LlamaCppModel(LlamaCppVocab):
         self.kv_unified = kv_unified
         # llama.cpp splits a batch over per-sequence caches into runs of consecutive ids
         self.needs_consecutive_sequences = not kv_unified
+        self.mixes_prompt_and_decode = False  # kernels differ by rows per sequence: passes apart
         if not kv_unified:
             self.context_length = min(self.context_length, int(llama.llama_n_ctx_seq(self._ctx)))
         self._batch = llama.llama_batch_init(max_batch_tokens, 0, max_sequences)
@@ -117,6 +118,9 @@ class LlamaCppModel(LlamaCppVocab):
         """A view of llama.cpp's logits for one batch row (valid until the next decode)."""
         ptr = llama.llama_get_logits_ith(self._ctx, row)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def reuse_prefix(self, seq_id: int, tokens: list[int]) -> int | None:
+        return None  # no prefix cache
 
     def copy_sequence(self, source: int, target: int) -> None:
         llama.llama_memory_seq_cp(self._memory, source, target, -1, -1)

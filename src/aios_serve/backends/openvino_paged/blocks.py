@@ -1,66 +1,141 @@
-"""The KV cache's block pool: a block table per sequence id, a free list and reference counts.
+"""The KV cache's block pool: a block table per sequence id, reference counts, and a prefix cache.
 
 A sequence of L cached tokens holds ceil(L / block_size) blocks. `copy_sequence` shares every
 block of the source (n choices after one prefill), each shared block counted once per holder;
 a sequence that writes into a block someone else also holds first gets a copy of its own
-(copy on write: only the last, partial block is ever written, so only it is copied). Freed
-blocks go to the back of the free list. `reserve` plans a whole batch before changing anything,
-so a batch that does not fit raises KvCacheFull and leaves the pool as it was.
+(copy on write: only the last, partial block is ever written, so only it is copied).
+`reserve` plans a whole batch before changing anything, so a batch that does not fit raises
+KvCacheFull and leaves the pool as it was.
+
+Prefix cache (vLLM's scheme): once a block is full, it is keyed by its tokens chained through
+the key of the block before it, so a key names the whole prefix up to the block's end.
+`commit` (after the pass that wrote them) publishes those keys; `reuse_prefix` gives a new
+sequence the cached blocks of its prompt's longest cached prefix. A freed block keeps its key
+while it waits in the free list, least recently freed first; it loses the key when taken for
+other tokens, so the free list is also the eviction order.
 """
 
 from __future__ import annotations
 
-import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aios_serve.backends.protocols.generation import KvCacheFull
+
+BlockKey = tuple[int, tuple[int, ...]]
+"""A full block's key: its parent's hash (0 for the first block) and its own tokens."""
 
 
 @dataclass(frozen=True)
 class Write:
-    """One sequence's share of a batch: `count` tokens from position `start`."""
+    """One sequence's share of a batch: `tokens` written from position `start`."""
 
     seq_id: int
     start: int
-    count: int
+    tokens: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass
+class _Held:
+    """What one sequence holds: its blocks, the hashes of its full ones, its partial tokens."""
+
+    table: list[int] = field(default_factory=list)
+    chain: list[int] = field(default_factory=list)  # hash of the key of each full block
+    tail: list[int] = field(default_factory=list)  # tokens of the last, partial block
+
+    def length(self, block_size: int) -> int:
+        return len(self.chain) * block_size + len(self.tail)
+
+    def copy(self) -> _Held:
+        return _Held(list(self.table), list(self.chain), list(self.tail))
 
 
 class BlockPool:
-    """Fixed-size KV blocks shared between sequences by reference count."""
+    """Fixed-size KV blocks shared between sequences by reference count, with a prefix cache."""
 
-    def __init__(self, num_blocks: int, block_size: int) -> None:
+    def __init__(self, num_blocks: int, block_size: int, prefix_caching: bool = True) -> None:
         if num_blocks < 1 or block_size < 1:
             raise ValueError("the pool needs at least one block of at least one token")
         self.num_blocks = num_blocks
         self.block_size = block_size
-        self._free: collections.deque[int] = collections.deque(range(num_blocks))
+        self.prefix_caching = prefix_caching
+        self._free: dict[int, None] = dict.fromkeys(range(num_blocks))  # insertion order = LRU
         self._refs = [0] * num_blocks
-        self._tables: dict[int, list[int]] = {}
-        self._lengths: dict[int, int] = {}
+        self._held: dict[int, _Held] = {}
+        self._cached: dict[int, int] = {}  # key hash -> block
+        self._key_of: dict[int, BlockKey] = {}  # block -> its key, while it is cached
+        self._pending: list[tuple[int, BlockKey]] = []  # filled by `reserve`, published by `commit`
 
     # --- reading --------------------------------------------------------------------------
 
     @property
     def free_blocks(self) -> int:
+        """Blocks no sequence holds (cached ones among them)."""
         return len(self._free)
 
     @property
     def used_blocks(self) -> int:
         return self.num_blocks - len(self._free)
 
+    @property
+    def cached_blocks(self) -> int:
+        return len(self._key_of)
+
     def table(self, seq_id: int) -> list[int]:
         """The sequence's block ids, in position order (empty for an unknown id)."""
-        return list(self._tables.get(seq_id, ()))
+        held = self._held.get(seq_id)
+        return list(held.table) if held else []
 
     def length(self, seq_id: int) -> int:
         """Tokens cached for the sequence."""
-        return self._lengths.get(seq_id, 0)
+        held = self._held.get(seq_id)
+        return held.length(self.block_size) if held else 0
 
     def refs(self, block: int) -> int:
         return self._refs[block]
 
     def _blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
+
+    # --- prefix cache ---------------------------------------------------------------------
+
+    def reuse_prefix(self, seq_id: int, tokens: list[int]) -> int:
+        """Give the empty sequence the cached blocks of the longest cached prefix of `tokens`,
+        leaving at least one token to run (its logits start the output); returns tokens reused."""
+        if self.length(seq_id):
+            raise ValueError(f"sequence {seq_id} already holds tokens")
+        held = _Held()
+        size = self.block_size
+        parent = 0
+        for first in range(0, (len(tokens) - 1) // size * size if self.prefix_caching else 0, size):
+            key = (parent, tuple(tokens[first : first + size]))
+            block = self._cached.get(hash(key))
+            if block is None or self._key_of.get(block) != key:
+                break
+            self._free.pop(block, None)
+            self._refs[block] += 1
+            held.table.append(block)
+            held.chain.append(hash(key))
+            parent = hash(key)
+        if held.table:
+            self._held[seq_id] = held
+        return len(held.table) * size
+
+    def commit(self) -> None:
+        """Publish the keys of the blocks the last reserved batch filled (call after its pass)."""
+        for block, key in self._pending:
+            if hash(key) not in self._cached and self._refs[block] > 0:
+                self._cached[hash(key)] = block
+                self._key_of[block] = key
+        self._pending.clear()
+
+    def _forget(self, block: int) -> None:
+        key = self._key_of.pop(block, None)
+        if key is not None and self._cached.get(hash(key)) == block:
+            del self._cached[hash(key)]
 
     # --- changing -------------------------------------------------------------------------
 
@@ -82,30 +157,45 @@ class BlockPool:
             needed += self._new_blocks(write) + self._needs_copy(write)
         if needed > len(self._free):
             raise KvCacheFull(f"{needed} KV blocks needed, {len(self._free)} free")
+        self._pending.clear()
         copies: list[tuple[int, int]] = []
         for write in writes:
-            table = self._tables.setdefault(write.seq_id, [])
+            held = self._held.setdefault(write.seq_id, _Held())
             if self._needs_copy(write):
-                shared = table[-1]
-                table[-1] = self._take()
+                shared = held.table[-1]
+                held.table[-1] = self._take()
                 self._refs[shared] -= 1
-                copies.append((shared, table[-1]))
-            table.extend(self._take() for _ in range(self._new_blocks(write)))
-            self._lengths[write.seq_id] = write.start + write.count
+                copies.append((shared, held.table[-1]))
+            held.table.extend(self._take() for _ in range(self._new_blocks(write)))
+            self._extend_chain(held, write.tokens)
         return copies
 
+    def _extend_chain(self, held: _Held, tokens: tuple[int, ...]) -> None:
+        """Append tokens to the sequence's record; each block they fill gets a pending key."""
+        for token in tokens:
+            held.tail.append(token)
+            if len(held.tail) == self.block_size:
+                key = (held.chain[-1] if held.chain else 0, tuple(held.tail))
+                held.chain.append(hash(key))
+                held.tail = []
+                if self.prefix_caching:
+                    self._pending.append((held.table[len(held.chain) - 1], key))
+
     def _new_blocks(self, write: Write) -> int:
-        return self._blocks_for(write.start + write.count) - len(self._tables.get(write.seq_id, ()))
+        held = self._held.get(write.seq_id)
+        return self._blocks_for(write.start + write.count) - (len(held.table) if held else 0)
 
     def _needs_copy(self, write: Write) -> bool:
         """Whether the write lands in a partial last block that another sequence also holds."""
-        table = self._tables.get(write.seq_id)
-        if not table or write.start % self.block_size == 0:
+        held = self._held.get(write.seq_id)
+        if not held or not held.table or write.start % self.block_size == 0:
             return False
-        return self._refs[table[-1]] > 1
+        return self._refs[held.table[-1]] > 1
 
     def _take(self) -> int:
-        block = self._free.popleft()
+        block = next(iter(self._free))  # the least recently freed
+        del self._free[block]
+        self._forget(block)
         self._refs[block] = 1
         return block
 
@@ -114,16 +204,18 @@ class BlockPool:
         if source == target:
             return
         self.remove_sequence(target)
-        table = self.table(source)
-        for block in table:
+        held = self._held.get(source)
+        if held is None:
+            return
+        for block in held.table:
             self._refs[block] += 1
-        self._tables[target] = table
-        self._lengths[target] = self.length(source)
+        self._held[target] = held.copy()
 
     def remove_sequence(self, seq_id: int) -> None:
-        """Drop the sequence's hold on its blocks; those no one holds go back to the free list."""
-        for block in self._tables.pop(seq_id, ()):
+        """Drop the sequence's hold on its blocks; those no one holds go back to the free list
+        (a cached one keeps its key until it is taken again)."""
+        held = self._held.pop(seq_id, None)
+        for block in reversed(held.table) if held else ():  # a prompt's tail is evicted first
             self._refs[block] -= 1
             if self._refs[block] == 0:
-                self._free.append(block)
-        self._lengths.pop(seq_id, None)
+                self._free[block] = None

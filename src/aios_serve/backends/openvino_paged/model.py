@@ -40,6 +40,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         precision: str = "f32",
         kv_cache_gb: float = 1.0,
         num_blocks: int | None = None,
+        prefix_caching: bool = True,
     ) -> None:
         super().__init__(path, vocab_only=True)
         trained = self.trained_context
@@ -47,6 +48,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self.max_sequences = max_sequences
         self.max_batch_tokens = max_batch_tokens
         self.needs_consecutive_sequences = False  # block tables: any ids run in one pass
+        self.mixes_prompt_and_decode = True  # prompt chunks of any lengths join decode tokens
         self.xml = cached_ir(weights or path)
         threads = n_threads or os.cpu_count() or 1
         paged = compile_paged(self.xml, threads=threads, precision=precision)
@@ -58,7 +60,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self.cache = KvCache(paged.compiled, blocks)
         for name, tensor in self.cache.tensors.items():  # bound once: each call passes the rest
             self._request.set_tensor(name, tensor)
-        self.pool = BlockPool(blocks, block_size(paged.compiled))
+        self.pool = BlockPool(blocks, block_size(paged.compiled), prefix_caching)
         self.kv_cells = blocks * self.pool.block_size
         log.info(
             "OpenVINO paged model %s: %s, %d layers, KV %s in %d blocks of %d (%.2f GB)",
@@ -73,9 +75,10 @@ class OpenVinoPagedModel(LlamaCppVocab):
 
     def describe(self) -> str:
         """The compiled precision and the cache, for logs and benchmarks."""
+        caching = "on" if self.pool.prefix_caching else "off"
         return (
             f"inference precision {self.precision}, KV {self.cache.element_type} "
-            f"{self.pool.num_blocks}x{self.pool.block_size} cells"
+            f"{self.pool.num_blocks}x{self.pool.block_size} cells, prefix caching {caching}"
         )
 
     # --- decoding -------------------------------------------------------------------------
@@ -90,11 +93,12 @@ class OpenVinoPagedModel(LlamaCppVocab):
         if total > self.max_batch_tokens:
             raise ValueError(f"batch of {total} tokens exceeds {self.max_batch_tokens}")
         writes = [
-            Write(seq_id, item.start_pos, len(item.tokens)) for item in items for seq_id in item.seq_ids
+            Write(seq_id, item.start_pos, tuple(item.tokens)) for item in items for seq_id in item.seq_ids
         ]
         self.cache.copy_blocks(self.pool.reserve(writes))  # KvCacheFull here changes nothing
         inputs, rows = self._inputs(items, writes)
         self._request.infer(inputs)
+        self.pool.commit()  # the filled blocks now hold their keys and values
         logits = np.array(self._request.get_tensor("logits").data, dtype=np.float32)
         logits = logits.reshape(-1, self.n_vocab)
         if not self.gathers_logits:
@@ -153,6 +157,9 @@ class OpenVinoPagedModel(LlamaCppVocab):
                 item.logits = mine[-1].copy()
             if item.want_all_logits:
                 item.row_logits = list(mine)
+
+    def reuse_prefix(self, seq_id: int, tokens: list[int]) -> int | None:
+        return self.pool.reuse_prefix(seq_id, tokens) if self.pool.prefix_caching else None
 
     def copy_sequence(self, source: int, target: int) -> None:
         self.pool.copy_sequence(source, target)

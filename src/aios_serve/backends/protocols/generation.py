@@ -86,6 +86,16 @@ class GenerationBackend(Vocabulary, ChatTemplateSource, Protocol):
     def needs_consecutive_sequences(self) -> bool:
         """Whether a batch runs as one pass only when its sequence ids are consecutive."""
 
+    @property
+    def mixes_prompt_and_decode(self) -> bool:
+        """Whether one pass may carry decode tokens and prompt chunks of any lengths together,
+        each sequence's logits the same as in a pass of its own."""
+
+    def reuse_prefix(self, seq_id: int, tokens: list[int]) -> int | None:
+        """Give the empty sequence the cached keys and values of the longest cached prefix of
+        `tokens`, leaving at least one token to run; returns the tokens reused (None where the
+        backend keeps no prefix cache)."""
+
     def decode(self, items: list[BatchItem]) -> None:
         """Run one forward pass over all items; fill `item.logits` where asked.
 

@@ -23,6 +23,7 @@ from aios_serve.backends.protocols.generation import (
     end_of_generation_ids,
 )
 from aios_serve.engine.generation.interface import RequestUpdate
+from aios_serve.engine.generation.planning import Pass, plan_passes
 from aios_serve.engine.generation.sampling import token_logprobs
 from aios_serve.engine.generation.sequence import PrefillTask, RequestState, Sequence
 from aios_serve.observability.engine_stats import EngineStats
@@ -31,12 +32,6 @@ log = logging.getLogger("aios_serve.engine.generation")
 
 _WAKE = object()
 _STOP = object()
-PROMPT_LOGPROBS_CHUNK = 64
-"""Prompt tokens per pass when every position's logits are kept (bounds that buffer)."""
-
-PassOwner = tuple[RequestState, PrefillTask | Sequence]
-Pass = tuple[list[BatchItem], list[PassOwner]]
-"""One forward pass: its batch items, and the request and prompt or sequence of each."""
 
 
 class GenerationEngine:
@@ -57,6 +52,10 @@ class GenerationEngine:
         self.step_ended: Callable[[], None] = lambda: None
         """Called on this thread after each step has delivered its updates."""
         self.prompt_passes = 0
+        self.prefix_queries: int | None = None
+        """Prompt tokens looked up in the backend's prefix cache, and those found (vLLM's counters;
+        None where the backend has no prefix cache)."""
+        self.prefix_hits: int | None = None
         self.snapshot = EngineStats(
             running=0, waiting=0, kv_cache_usage=0.0, batch_size=0, prompt_passes=0, decode_passes=0
         )
@@ -125,14 +124,21 @@ class GenerationEngine:
         self._admit()
         touched: dict[int, RequestState] = {}
         decoded = 0
-        for items, owners in self._plan_calls():
+        passes = self._plan()
+        while passes:
+            items, owners = passes.pop(0)
             try:
                 self.backend.decode(items)
             except KvCacheFull:
                 self._preempt_newest()
-                break
+                if touched:  # the rest waits for the next step
+                    break
+                # Nothing ran yet: plan again without the preempted request, so the others move on
+                # (one mixed pass that always failed would otherwise stall every request).
+                passes = self._plan()
+                continue
             self.steps += 1
-            self.prompt_passes += isinstance(owners[0][1], PrefillTask)
+            self.prompt_passes += any(isinstance(target, PrefillTask) for _, target in owners)
             decoded += len(items)
             for item, (state, target) in zip(items, owners, strict=True):
                 touched[id(state)] = state
@@ -140,6 +146,10 @@ class GenerationEngine:
         for state in touched.values():
             self._publish(state)
         self._take_snapshot(decoded)
+
+    def _plan(self) -> list[Pass]:
+        mixed = self.backend.mixes_prompt_and_decode
+        return plan_passes(self._active, self._prefills, self.backend.max_batch_tokens, mixed)
 
     def _take_snapshot(self, batch_size: int) -> None:
         """Publish the scheduler's state for the metrics (one attribute write, so thread-safe)."""
@@ -151,6 +161,8 @@ class GenerationEngine:
             batch_size=batch_size,
             prompt_passes=self.prompt_passes,
             decode_passes=self.steps - self.prompt_passes,
+            prefix_cache_queries=self.prefix_queries,
+            prefix_cache_hits=self.prefix_hits,
         )
 
     def _after_decode(self, state: RequestState, target: PrefillTask | Sequence, item: BatchItem) -> None:
@@ -174,58 +186,6 @@ class GenerationEngine:
         assert item.logits is not None
         for seq in seqs:
             self._advance(state, seq, item.logits)
-
-    def _plan_calls(self) -> list[Pass]:
-        """This step's forward passes: one for every decoding sequence, then the prompt chunks.
-
-        A sequence's logits stay the same batched as alone. llama.cpp picks its kernels by the rows
-        a pass gives each sequence (flash attention tiles at 64 query rows), so decode tokens and
-        prompt chunks never share a pass, a prompt is cut the same way whatever else runs, and
-        prompt chunks share a pass only with chunks of the same length (llama.cpp's split of a
-        multi-sequence batch then gives each its whole chunk). Prompts that arrive together
-        mostly differ by a few tokens, so sixteen of them take a few passes instead of sixteen.
-        A prompt whose every position is scored keeps a pass of its own.
-        """
-        calls: list[Pass] = []
-        limit = self.backend.max_batch_tokens
-        items: list[BatchItem] = []
-        owners: list[PassOwner] = []
-        for state in self._active:
-            for seq in state.seqs:
-                if seq.pending is not None and seq.slot is not None and len(items) < limit:
-                    items.append(BatchItem([seq.pending], seq.n_cached, [seq.slot]))
-                    owners.append((state, seq))
-        if items:
-            calls.append(_in_sequence_order(items, owners))
-        budget = limit
-        by_length: dict[int, Pass] = {}
-        for task in list(self._prefills):
-            owner = self._owner_of(task)
-            score_prompt = owner.needs_prompt_logprobs
-            take = min(min(limit, PROMPT_LOGPROBS_CHUNK) if score_prompt else limit, task.remaining)
-            if budget < take and budget < limit:
-                break
-            lead = task.seqs[0].slot
-            assert lead is not None
-            chunk = task.tokens[task.done : task.done + take]
-            item = BatchItem(
-                chunk, task.done, [lead], want_logits=take == task.remaining, want_all_logits=score_prompt
-            )
-            if score_prompt:
-                calls.append(([item], [(owner, task)]))
-            else:
-                group = by_length.setdefault(take, ([], []))
-                group[0].append(item)
-                group[1].append((owner, task))
-            budget -= take
-        calls.extend(_in_sequence_order(*group) for group in by_length.values())
-        return calls
-
-    def _owner_of(self, task: PrefillTask) -> RequestState:
-        for state in self._active:
-            if task.seqs[0] in state.seqs:
-                return state
-        raise RuntimeError("prefill task without a request")
 
     # --- per-token work -------------------------------------------------------------------
 
@@ -344,9 +304,22 @@ class GenerationEngine:
                     seq.slot = heapq.heappop(self._free_slots)
                     seq.n_cached = 0
                     seq.pending = None
+                if not state.needs_prompt_logprobs:  # scoring needs every prompt position run
+                    self._reuse_prefix(task)
             self._prefills.extend(tasks)
             self._active.append(state)
             used += needed_cells
+
+    def _reuse_prefix(self, task: PrefillTask) -> None:
+        """Start the prompt after the part the backend's prefix cache already holds."""
+        lead = task.seqs[0].slot
+        assert lead is not None
+        reused = self.backend.reuse_prefix(lead, task.tokens)
+        if reused is None:
+            return
+        task.done = reused
+        self.prefix_queries = (self.prefix_queries or 0) + len(task.tokens)
+        self.prefix_hits = (self.prefix_hits or 0) + reused
 
     def _preempt_newest(self) -> None:
         """The cache is full: put the newest request back to wait (it recomputes later)."""
@@ -374,9 +347,3 @@ class GenerationEngine:
         self._active.clear()
         self._waiting.clear()
         self._prefills.clear()
-
-
-def _in_sequence_order(items: list[BatchItem], owners: list[PassOwner]) -> Pass:
-    """Sort a pass by sequence id: per-sequence caches run one pass only over increasing ids."""
-    order = sorted(range(len(items)), key=lambda k: items[k].seq_ids[0])
-    return [items[k] for k in order], [owners[k] for k in order]

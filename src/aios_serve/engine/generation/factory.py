@@ -194,6 +194,7 @@ def _openvino_paged(spec: EngineSpec) -> EngineClient:
         n_threads=_threads(options),
         precision=precision.resolve(options.inference_precision),
         kv_cache_gb=options.kv_cache_gb,
+        prefix_caching=options.prefix_caching,
     )
     log.info("%s: openvino-paged (%s; weights %s)", spec.name, backend.describe(), route)
     return LocalEngine(

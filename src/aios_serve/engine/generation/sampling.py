@@ -69,6 +69,35 @@ def token_logprobs(logits: Logits, token_id: int, top_k: int) -> TokenLogprobs:
     return TokenLogprobs(token_id, chosen, top, rank=int(np.count_nonzero(logprobs > chosen)) + 1)
 
 
+NUCLEUS_CANDIDATES = 1024
+"""Most probable tokens sorted first for top-p and min-p; the whole vocabulary only when the
+nucleus reaches past them (a stable sort of 151,936 probabilities takes ~12 ms, this ~0.3 ms)."""
+
+
+def _kept(sorted_probs: npt.NDArray[np.float64], top_p: float, min_p: float) -> int:
+    """How many of the probabilities (sorted, most probable first) top-p and min-p keep."""
+    keep_n = sorted_probs.shape[0]
+    if top_p < 1.0:
+        keep_n = min(keep_n, int(np.searchsorted(np.cumsum(sorted_probs), top_p, side="left")) + 1)
+    if min_p > 0.0:
+        keep_n = min(keep_n, max(1, int(np.sum(sorted_probs >= min_p * sorted_probs[0]))))
+    return keep_n
+
+
+def nucleus(probs: npt.NDArray[np.float64], top_p: float, min_p: float) -> npt.NDArray[np.intp]:
+    """Indices of the tokens top-p and min-p keep, most probable first, ties in index order: what a
+    stable sort of the whole row gives, from a sort of the NUCLEUS_CANDIDATES best wherever the
+    kept tokens all score above the rest (then the two orders agree on them)."""
+    if probs.shape[0] > NUCLEUS_CANDIDATES:
+        best = np.sort(np.argpartition(-probs, NUCLEUS_CANDIDATES - 1)[:NUCLEUS_CANDIDATES])
+        order = best[np.argsort(-probs[best], kind="stable")]
+        keep_n = _kept(probs[order], top_p, min_p)
+        if keep_n < NUCLEUS_CANDIDATES and probs[order[keep_n - 1]] > probs[order[-1]]:
+            return order[:keep_n]
+    order = np.argsort(-probs, kind="stable")
+    return order[: _kept(probs[order], top_p, min_p)]
+
+
 class SequenceSampler:
     """Samples one sequence's tokens; owns its random generator and its output-token counts."""
 
@@ -118,15 +147,8 @@ class SequenceSampler:
         probs = np.exp(scaled - np.max(scaled))
         probs /= probs.sum()
         if params.top_p < 1.0 or params.min_p > 0.0:
-            order = np.argsort(-probs, kind="stable")
+            order = nucleus(probs, params.top_p, params.min_p)
             probs, candidates = probs[order], candidates[order]
-            keep_n = probs.shape[0]
-            if params.top_p < 1.0:
-                cumulative = np.cumsum(probs)
-                keep_n = int(np.searchsorted(cumulative, params.top_p, side="left")) + 1
-            if params.min_p > 0.0:
-                keep_n = min(keep_n, max(1, int(np.sum(probs >= params.min_p * probs[0]))))
-            probs, candidates = probs[:keep_n], candidates[:keep_n]
             probs = probs / probs.sum()
         cumulative = np.cumsum(probs)
         draw = self._rng.random() * cumulative[-1]
