@@ -45,7 +45,11 @@ def test_defaults_bound_the_kernel_caches_and_trim_the_heap() -> None:
 
 
 def test_config_values_are_applied() -> None:
-    config = {"kernel_cache_capacity": 8, "malloc_mmap_threshold_bytes": 131072, "malloc_trim_interval_seconds": 0}
+    config = {
+        "kernel_cache_capacity": 8,
+        "malloc_mmap_threshold_bytes": 131072,
+        "malloc_trim_interval_seconds": 0,
+    }
     applied = applied_in_child(config, {})
     assert applied["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
     assert "malloc_trim" not in applied
