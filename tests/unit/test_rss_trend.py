@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "load"))
 
-from rss_trend import WINDOW_S, last_half_trend, least_squares_slope
+from rss_trend import WINDOW_S, last_half_trend, least_squares_slope, rss_series
 
 
 def test_slope_of_a_line() -> None:
@@ -37,3 +37,16 @@ def test_growth_is_judged_over_five_minutes_or_the_half_when_shorter() -> None:
 def test_noise_around_a_flat_line_is_not_growth() -> None:
     samples = [(float(t), 700.0 + (40 if t % 2 else -40)) for t in range(600)]
     assert abs(last_half_trend(samples).judged_growth_mib) < 1.0
+
+
+def test_series_judges_first_to_after_and_the_trend() -> None:
+    """Start, peak and after come from the samples; either kind of growth past the bound fails."""
+    flat = rss_series([(float(t), 700.0 + (30 if t == 50 else 0)) for t in range(120)], after_mib=702.0)
+    assert (flat.start_mib, flat.peak_mib, flat.growth_mib) == (700.0, 730.0, 2.0)
+    assert flat.failures(64.0, "tree") == []
+    rising = rss_series([(float(t), 700.0 + 2 * t) for t in range(120)], after_mib=700.0)
+    assert [f.split(" RSS ")[1].split(":")[0] for f in rising.failures(64.0, "tree")] == [
+        "trend over the last half"
+    ]
+    grown = rss_series([(0.0, 700.0), (60.0, 700.0)], after_mib=800.0)
+    assert grown.failures(64.0, "tree") == ["tree RSS grew 100.0 MiB during the measured load"]
