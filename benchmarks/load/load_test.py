@@ -72,12 +72,19 @@ class Tally:
     verdicts: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     cross_talk: list[str] = field(default_factory=list)
     generation_mismatches: list[str] = field(default_factory=list)
+    stream_errors: list[str] = field(default_factory=list)  # error events in 200 streams
 
     def record_generation(self, outcome: GenerationOutcome) -> None:
+        """Per model: statuses other than 200, error events, streams closed early (these are
+        judged too, on their prefix) and verdicts."""
+        if outcome.status != 200:
+            self.verdicts[(outcome.model, f"status {outcome.status}")] += 1
+            return
         if outcome.closed_early:
             self.verdicts[(outcome.model, "closed early")] += 1
         if outcome.stream_error_code is not None:
             self.verdicts[(outcome.model, f"error event {outcome.stream_error_code}")] += 1
+            self.stream_errors.append(f"{outcome.model} {outcome.kind}: {outcome.detail}")
             if outcome.stream_error_code != 503:
                 self.errors.append(f"{outcome.kind}: error event {outcome.detail}")
         elif outcome.verdict is not None:
@@ -109,6 +116,7 @@ class Tally:
             "cross_talk_samples": self.cross_talk[:SAMPLES],
             "generation_mismatches": len(self.generation_mismatches),
             "generation_mismatch_samples": self.generation_mismatches[:SAMPLES],
+            "stream_error_samples": self.stream_errors[:SAMPLES],
         }
 
 
@@ -134,8 +142,7 @@ async def one_request(
                 client, kind, rng, load.generation, rng.randint(1, 4) if closes else None
             )
             status, detail, problem = outcome.status, outcome.detail, None
-            if status == 200:
-                tally.record_generation(outcome)
+            tally.record_generation(outcome)
         else:
             status, detail, problem = await encoder_request(client, kind, rng, load.refs)
     except httpx.HTTPError as exc:
