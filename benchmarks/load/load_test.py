@@ -10,10 +10,11 @@ stream after a few chunks. It asserts:
   is nearer another prompt's reference than its own (plain mismatches are counted and reported);
 - every KV block free again after the load: /metrics shows KV use and running and waiting
   requests at 0 within --kv-settle-s; no engine worker restarted;
-- flat RSS of the server plus its child processes (the generation workers), after a warm-up of
-  the same load: it grows at most --max-rss-growth-mib from first to last sample, and the
-  least-squares line through the samples of the run's last half grows at most as much over
-  5 minutes (over the last half, for runs shorter than 10 minutes). Each process is reported.
+- flat RSS of the server plus its child processes (the generation workers), after the OpenVINO
+  worker's KV pool has been written once (kv_pool_fill.py) and a warm-up of the same load: it
+  grows at most --max-rss-growth-mib from first to last sample, and the least-squares line
+  through the samples of the run's last half grows at most as much over 5 minutes (over the last
+  half, for runs shorter than 10 minutes). Each process is reported.
 
     python benchmarks/load/load_test.py --clients 64 --duration 60
     python benchmarks/load/load_test.py --clients 64 --duration 600 --dtype bfloat16  # a soak
@@ -46,8 +47,9 @@ from generation_mix import (
     build_generation_references,
     generation_request,
 )
+from kv_pool_fill import fill_kv_pool
 from rss_trend import rss_series
-from server_process import Server, TreeRss, cpu_name, running_server
+from server_process import MIB, Server, TreeRss, cpu_name, rss_bytes, running_server
 
 MIX: dict[str, int] = {**ENCODER_MIX, **GENERATION_MIX}
 """Every request kind and its weight; --no-generation leaves GENERATION_MIX's kinds out."""
@@ -194,6 +196,7 @@ def measure(folder: Path, host: str, args: argparse.Namespace) -> dict[str, Any]
     setup = None if args.no_generation else GenerationSetup(args.chat_model, args.engine)
     models = [model_entry(args.dtype), *(setup.model_entries() if setup else [])]
     with running_server(folder, host, models) as server:
+        fill = fill_pool(server, setup) if setup and setup.engine == "openvino" else None
         before = TreeRss(server).now()
         started = time.monotonic()
         refs = build_references(server.url, make_texts(args.texts), args.dtype)
@@ -207,6 +210,8 @@ def measure(folder: Path, host: str, args: argparse.Namespace) -> dict[str, Any]
         warmup = asyncio.run(run_load(server, load, args.clients, args.warmup)) if args.warmup else None
         summary = asyncio.run(run_load(server, load, args.clients, args.duration))
         summary["references_s"] = round(references_s, 1)
+        if fill is not None:
+            summary["kv_pool_fill"] = fill
         if generation is not None:
             summary["generation_references"] = generation.describe()
         if warmup is not None:  # its requests count too: any error, mismatch or leak fails the run
@@ -225,6 +230,14 @@ def measure(folder: Path, host: str, args: argparse.Namespace) -> dict[str, Any]
         summary["rss"] = rss_report(rss, before, after)
         summary["_tree"] = rss_series(rss.total, sum(after.values()))
     return summary
+
+
+def fill_pool(server: Server, setup: GenerationSetup) -> dict[str, Any]:
+    """Write the OpenVINO worker's KV pool once before anything is measured (kv_pool_fill.py)."""
+    tree = TreeRss(server)
+    tree.now()
+    pid = next(pid for pid, label in tree.labels.items() if label == f"worker {setup.exact}")
+    return asyncio.run(fill_kv_pool(server.url, setup.exact, lambda: (rss_bytes(pid) or 0) / MIB))
 
 
 def rss_report(rss: TreeRss, before: dict[int, float], after: dict[int, float]) -> dict[str, Any]:
