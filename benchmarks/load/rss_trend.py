@@ -73,3 +73,57 @@ def end_to_end_growth(samples: Sequence[tuple[float, float]], window_s: float = 
     first = [mib for at, mib in samples if at <= start + window]
     last = [mib for at, mib in samples if at >= end - window]
     return _median(last) - _median(first)
+
+
+@dataclass(frozen=True)
+class RssSeries:
+    """One process's (or the tree's) RSS over the measured run, and after it."""
+
+    start_mib: float  # the run's first sample
+    peak_mib: float
+    after_mib: float  # once the load has ended and its last buffers could go
+    trend: RssTrend
+    end_growth_mib: float  # median of the run's last minute minus that of its first
+
+    @property
+    def growth_mib(self) -> float:
+        """First sample to after the run (reported; the verdict reads `end_growth_mib`)."""
+        return self.after_mib - self.start_mib
+
+    def failures(self, bound_mib: float, what: str) -> list[str]:
+        """The load test's verdict: growth from the first minute's median to the last's, and the
+        last half's fitted growth over 5 minutes (over the half when shorter), each at most
+        `bound_mib`."""
+        found = []
+        if self.end_growth_mib > bound_mib:
+            found.append(
+                f"{what} RSS grew {self.end_growth_mib:.1f} MiB from the first minute of the measured "
+                "load to its last (medians)"
+            )
+        if self.trend.judged_growth_mib > bound_mib:
+            found.append(
+                f"{what} RSS trend over the last half: {self.trend.slope_mib_per_min:.1f} MiB/min, "
+                f"{self.trend.judged_growth_mib:.1f} MiB over {min(WINDOW_S, self.trend.span_s):.0f} s"
+            )
+        return found
+
+    def summary(self) -> dict[str, float]:
+        """Rounded figures for the report."""
+        return {
+            "start_mib": round(self.start_mib, 1),
+            "peak_mib": round(self.peak_mib, 1),
+            "after_mib": round(self.after_mib, 1),
+            "growth_mib": round(self.growth_mib, 1),
+            "first_to_last_minute_mib": round(self.end_growth_mib, 1),
+            "last_half_slope_mib_per_min": round(self.trend.slope_mib_per_min, 2),
+            "last_half_judged_growth_mib": round(self.trend.judged_growth_mib, 1),
+        }
+
+
+def rss_series(samples: Sequence[tuple[float, float]], after_mib: float) -> RssSeries:
+    """The series of (seconds, MiB) samples and the value after the run."""
+    trend = last_half_trend(samples)
+    if not samples:
+        return RssSeries(after_mib, after_mib, after_mib, trend, 0.0)
+    peak = max(mib for _, mib in samples)
+    return RssSeries(samples[0][1], peak, after_mib, trend, end_to_end_growth(samples))

@@ -191,6 +191,32 @@ async def test_cancel_frees_the_request(smol: OpenVinoEngine) -> None:
     assert stats.running == 0 and stats.waiting == 0
 
 
+async def _kv_cache_usage_once_idle(engine: OpenVinoEngine) -> float | None:
+    """The engine's KV-cache use once nothing runs (2 s at most for the step thread to get there)."""
+    for _ in range(100):
+        stats = engine.stats()
+        if stats.running == 0 and stats.kv_cache_usage == 0:
+            break
+        await asyncio.sleep(0.02)
+    return engine.stats().kv_cache_usage
+
+
+async def test_the_kv_cache_is_free_once_idle(smol: OpenVinoEngine) -> None:
+    """After a request ends (OpenVINO's own length stop, our stop string, a cancel) the KV-cache
+    use reads 0: OpenVINO frees what finished after it measured the step's use."""
+    prompt = _chat(smol.vocab, "Count from one to ten in words, separated by commas.")
+    await _run(smol, prompt, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
+    assert await _kv_cache_usage_once_idle(smol) == 0
+    text = (await _run(smol, prompt, SamplingParams(max_tokens=30, temperature=0.0)))[0]["text"]
+    stopped = await _run(smol, prompt, SamplingParams(max_tokens=30, temperature=0.0, stop=(text[3:6],)))
+    assert stopped[0]["finish"] == "stop"
+    assert await _kv_cache_usage_once_idle(smol) == 0
+    stream = smol.generate(prompt, SamplingParams(max_tokens=500, temperature=0.0, ignore_eos=True), 1)
+    await stream.__anext__()
+    stream.cancel()
+    assert await _kv_cache_usage_once_idle(smol) == 0
+
+
 async def test_queue_full() -> None:
     path = resolve_bundled(SMOL)
     engine = _engine(path, LlamaCppVocab(path), max_sequences=1, max_queued_requests=1)

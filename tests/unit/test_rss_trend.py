@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "load"))
 
-from rss_trend import WINDOW_S, end_to_end_growth, last_half_trend, least_squares_slope
+from rss_trend import WINDOW_S, end_to_end_growth, last_half_trend, least_squares_slope, rss_series
 
 
 def test_slope_of_a_line() -> None:
@@ -49,3 +49,17 @@ def test_end_to_end_growth_reads_a_minute_at_each_end() -> None:
     assert end_to_end_growth(rising) == pytest.approx(270.0)  # medians at 30 s and 570 s
     short = [(float(t), 600.0 + t) for t in range(61)]  # windows of 6 s at each end
     assert end_to_end_growth(short) == pytest.approx(54.0)  # t 0-6 against t 54-60
+
+
+def test_series_judges_the_end_minutes_and_the_trend() -> None:
+    """Start, peak and after come from the samples; either kind of growth past the bound fails."""
+    flat = rss_series([(float(t), 700.0 + (30 if t == 50 else 0)) for t in range(120)], after_mib=702.0)
+    assert (flat.start_mib, flat.peak_mib, flat.growth_mib) == (700.0, 730.0, 2.0)
+    assert flat.failures(64.0, "tree") == []
+    rising = rss_series([(float(t), 700.0 + 2 * t) for t in range(120)], after_mib=700.0)
+    assert [f.split(" RSS ")[1].split(" ")[0] for f in rising.failures(64.0, "tree")] == ["grew", "trend"]
+    stepped = rss_series([(float(t), 700.0 if t < 200 else 800.0) for t in range(600)], after_mib=700.0)
+    assert stepped.end_growth_mib == 100.0 and stepped.trend.judged_growth_mib == 0  # the last half is flat
+    assert stepped.failures(64.0, "tree") == [
+        "tree RSS grew 100.0 MiB from the first minute of the measured load to its last (medians)"
+    ]

@@ -85,6 +85,9 @@ class OpenVinoEngine:
         self._failed: BaseException | None = None
         self._batch_size = 0
         self._cache_usage: float | None = None
+        self._settled = True
+        """False after a step with requests: OpenVINO reads the cache's use as it schedules, and frees
+        what finished (or what we cancelled) only after, so one more step is due, on nothing."""
         self._step_ended: Callable[[], None] = lambda: None
 
     # --- EngineClient properties -----------------------------------------------------------
@@ -223,7 +226,7 @@ class OpenVinoEngine:
     def _step(self) -> bool:
         """One scheduling round; False when the engine is stopping."""
         with self._cv:
-            while not self._stopping and not self._pending and not self._active:
+            while not self._stopping and not self._pending and not self._active and self._settled:
                 self._cv.wait()
             if self._stopping:
                 return False
@@ -241,11 +244,14 @@ class OpenVinoEngine:
         for request in admitted:
             self._admit(request)
         pipeline = self._pipeline
-        if pipeline.has_non_finished_requests():
-            pipeline.step()
+        working = pipeline.has_non_finished_requests()
+        if working or not self._settled:
+            pipeline.step()  # with no request left it schedules nothing: it frees and reads the use
             metrics = pipeline.get_metrics()
-            self._batch_size = int(metrics.scheduled_requests)
+            if working:
+                self._batch_size = int(metrics.scheduled_requests)
             self._cache_usage = float(metrics.cache_usage) / 100.0
+            self._settled = not working
         for request in list(self._active):
             for choice in request.choices:
                 if choice.handle is not None:
