@@ -78,8 +78,8 @@ LOAD_GENERATION ?= 1
 FUZZ_EXAMPLES ?= 1000
 
 # Loopback load: mixed endpoints (chat streams too; LOAD_GENERATION=0 leaves them out), asserts no
-# error but 503, no cross-talk, KV blocks free after, flat RSS of the server and its workers (first to
-# last, and the trend of the last half). A soak: make load LOAD_SECONDS=600 LOAD_DTYPE=bfloat16.
+# error but 503, no cross-talk, KV blocks free after, flat RSS of the server and its workers (first
+# minute to last, and the trend of the last half). A soak: make load LOAD_SECONDS=600 LOAD_DTYPE=bfloat16.
 load: setup
 	$(BIN)/python benchmarks/load/load_test.py --clients $(LOAD_CLIENTS) --duration $(LOAD_SECONDS) \
 		--dtype $(LOAD_DTYPE) $(if $(filter 0,$(LOAD_GENERATION)),--no-generation)
