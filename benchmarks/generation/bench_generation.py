@@ -18,7 +18,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from servers import (
     machine,
     running,
     server_specs,
+    sse_lines,
     tree_memory_mib,
     vllm_missing,
 )
@@ -99,18 +99,6 @@ class StreamResult:
     ttft: float
     decode_time: float
     tokens: int
-
-
-async def sse_lines(response: httpx.Response) -> AsyncIterator[str]:
-    """The lines of an event stream, split at line feeds only (`aiter_lines` also splits inside
-    the JSON at U+2028, U+0085 and the like, which a model may generate)."""
-    pending = ""
-    async for text in response.aiter_text():
-        *lines, pending = (pending + text).split("\n")
-        for line in lines:
-            yield line.removesuffix("\r")
-    if pending:
-        yield pending
 
 
 async def stream_once(

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +60,7 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores ({isa or 'no AVX2'}), {memory:.0f} GiB"
 
 
-def _tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """pid and all its descendants (aios-serve's worker processes, vLLM's engine core)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -79,7 +79,7 @@ def _tree(pid: int) -> list[int]:
 def tree_memory_mib(pid: int) -> dict[str, float]:
     """Summed VmRSS and VmHWM (peak) of a process tree, MiB (shared pages count once per process)."""
     totals = {"rss_mib": 0.0, "peak_mib": 0.0}
-    for member in _tree(pid):
+    for member in process_tree(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 name, _, value = line.partition(":")
@@ -91,7 +91,7 @@ def tree_memory_mib(pid: int) -> dict[str, float]:
 def tree_cpu_s(pid: int) -> float:
     """User plus system CPU seconds of a process tree so far (each process's finished threads too)."""
     ticks = 0
-    for member in _tree(pid):
+    for member in process_tree(pid):
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])
@@ -219,3 +219,15 @@ def _vllm(bundled: str, port: int, args: argparse.Namespace) -> Server:
         "VLLM_CPU_OMP_THREADS_BIND": f"0-{args.threads - 1}",  # OMP threads pinned to these cores
     }
     return Server("vllm-cpu", command, env, eos={"ignore_eos": True})
+
+
+async def sse_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The lines of an event stream, split at line feeds only (`aiter_lines` also splits inside
+    the JSON at U+2028, U+0085 and the like, which a model may generate)."""
+    pending = ""
+    async for text in response.aiter_text():
+        *lines, pending = (pending + text).split("\n")
+        for line in lines:
+            yield line.removesuffix("\r")
+    if pending:
+        yield pending

@@ -21,13 +21,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
-from collections.abc import AsyncIterator, Mapping
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 from encoder_mix import WORDS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generation"))
+from servers import sse_lines
 
 GENERATION_MIX: dict[str, int] = {"chat-stream": 3, "completion-stream": 3, "long-completion": 1}
 """The generation kinds and their weights in the load test's MIX."""
@@ -149,17 +155,6 @@ class StreamAnswer:
     prompt_tokens: int | None = None
 
 
-async def _lines(response: httpx.Response) -> AsyncIterator[str]:
-    """An event stream's lines, split at line feeds only."""
-    pending = ""
-    async for text in response.aiter_text():
-        *lines, pending = (pending + text).split("\n")
-        for line in lines:
-            yield line.removesuffix("\r")
-    if pending:
-        yield pending
-
-
 async def stream(
     client: httpx.AsyncClient, prompt: Prompt, model: str, close_after: int | None = None
 ) -> StreamAnswer:
@@ -169,7 +164,7 @@ async def stream(
             await response.aread()
             return StreamAnswer(response.status_code, error=response.text[:200])
         answer = StreamAnswer(200)
-        async for line in _lines(response):
+        async for line in sse_lines(response):
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             event = json.loads(line[6:])
@@ -261,12 +256,7 @@ def edit_distance(a: str, b: str) -> int:
 
 def common_prefix(a: str, b: str) -> int:
     """How many leading characters two strings share."""
-    shared = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        shared += 1
-    return shared
+    return len(os.path.commonprefix([a, b]))
 
 
 def closeness(answer: str, reference: str) -> tuple[int, int]:

@@ -18,6 +18,9 @@ from typing import Any
 import httpx
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generation"))
+from servers import process_tree
+
 MIB = 1024 * 1024
 WORKER_STARTED = re.compile(r"worker of (\S+) started \(pid (\d+)\)")
 """The server's log line for each generation worker it spawns (engine/generation/worker/client.py)."""
@@ -58,22 +61,6 @@ def rss_bytes(pid: int) -> int | None:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return None
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and all its descendants, read from /proc/*/stat."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
 
 
 def command_label(pid: int) -> str:
