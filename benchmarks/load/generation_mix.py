@@ -11,10 +11,12 @@ bundled chat model, each answer judged against its own single-request reference.
 
 Cross-talk verdict: an answer (or, for a stream the client closed early, the prefix it got) that
 equals its own reference is right; one that equals another prompt's reference and not its own,
-or is nearer another's, is cross-talk; any other difference is a mismatch, counted and reported
-apart (batched greedy decoding may differ from sequential at near-ties). Nearer: it follows that
-reference further from the start (after a first differing token the rest of a greedy answer is
-conditioned on other text, and may resemble anything), then by edit distance.
+or follows another's further from the start than its own and for at least MIN_FOLLOWED_CHARS,
+is cross-talk; any other difference is a mismatch, counted and reported apart (batched greedy
+decoding may differ from sequential at near-ties). Only the start counts: after a first differing
+token the rest of a greedy answer is conditioned on other text and may resemble anything, and a
+letter or a space is shared by chance (an early measure by edit distance called ' electron'
+cross-talk for a prompt whose reference began ' diamond', since ' lantern,' was nearer).
 """
 
 from __future__ import annotations
@@ -243,27 +245,13 @@ async def build_generation_references(url: str, setup: GenerationSetup, count: i
     return refs
 
 
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance between two strings."""
-    previous = list(range(len(b) + 1))
-    for i, char in enumerate(a, 1):
-        current = [i]
-        for j, other in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char != other)))
-        previous = current
-    return previous[-1]
-
-
 def common_prefix(a: str, b: str) -> int:
     """How many leading characters two strings share."""
     return len(os.path.commonprefix([a, b]))  # noqa: RUF071 (characters are what is meant)
 
 
-def closeness(answer: str, reference: str) -> tuple[int, int]:
-    """How near an answer is to a reference, larger is nearer: first how far it follows it (greedy
-    decoding is a chain: after the first differing token the rest is conditioned on other text, so
-    it says nothing of whose answer it was), then minus the edit distance."""
-    return common_prefix(answer, reference), -edit_distance(answer, reference)
+MIN_FOLLOWED_CHARS = 8
+"""How far an answer must follow another prompt's reference to be called that prompt's."""
 
 
 def verdict(answer: str, own: str, others: Mapping[str, str], partial: bool) -> tuple[str, str | None]:
@@ -276,9 +264,11 @@ def verdict(answer: str, own: str, others: Mapping[str, str], partial: bool) -> 
     for key, text in others.items():
         if answer == text:
             return "cross-talk", key
-    mine = closeness(answer, own)
-    key, nearest = max(((k, closeness(answer, t)) for k, t in others.items()), key=lambda kv: kv[1])
-    return ("cross-talk", key) if nearest > mine else ("mismatch", None)
+    mine = common_prefix(answer, own)
+    key, followed = max(((k, common_prefix(answer, t)) for k, t in others.items()), key=lambda kv: kv[1])
+    if followed > mine and followed >= MIN_FOLLOWED_CHARS:
+        return "cross-talk", key
+    return "mismatch", None
 
 
 @dataclass

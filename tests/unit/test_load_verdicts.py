@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "load"))
 
 from engine_metrics import busy, parse
-from generation_mix import common_prefix, edit_distance, verdict
+from generation_mix import common_prefix, verdict
 
 REFS = {
     "apple": "The apple fell into the river.",
@@ -22,10 +22,7 @@ def _verdict(answer: str, own: str, partial: bool = False) -> tuple[str, str | N
     return verdict(answer, REFS[own], {k: t for k, t in REFS.items() if k != own}, partial)
 
 
-def test_edit_distance_and_common_prefix() -> None:
-    assert edit_distance("kitten", "sitting") == 3
-    assert edit_distance("", "abc") == 3
-    assert edit_distance("same", "same") == 0
+def test_common_prefix() -> None:
     assert common_prefix("The apple", "The army") == 5
     assert common_prefix("", "abc") == 0
 
@@ -38,10 +35,9 @@ def test_own_answer_is_ok_and_a_neighbour_s_is_cross_talk() -> None:
 
 
 def test_an_answer_that_follows_its_own_reference_further_is_a_mismatch() -> None:
-    """Diverging from its own reference into text nearer another's by edit distance is still a
-    mismatch while it follows its own reference furthest: greedy decoding is a chain."""
+    """Diverging from its own reference into text that resembles another's is still a mismatch
+    while it follows its own reference furthest: greedy decoding is a chain."""
     later = "The apple fell into the river, and the waves took it far away."
-    assert edit_distance(later, REFS["apple-sea"]) < edit_distance(later, REFS["apple"])
     assert _verdict(later, "apple") == ("mismatch", None)
     assert _verdict(later, "apple-sea") == ("cross-talk", "apple")
 
@@ -50,6 +46,17 @@ def test_a_closed_stream_is_judged_on_prefixes() -> None:
     assert _verdict("The apple", "apple", partial=True) == ("ok", None)
     assert _verdict("A stone", "apple", partial=True) == ("cross-talk", "stone")
     assert _verdict("The appl!", "apple", partial=True) == ("mismatch", None)
+    assert _verdict("Clo", "stone", partial=True) == ("cross-talk", "desert")  # equal to its start
+
+
+def test_a_word_or_two_in_common_by_chance_is_a_mismatch() -> None:
+    """Seen under load: a short closed stream whose first word differs from its reference's."""
+    refs = {"diamond": " diamond stone\nLine 56:", "lantern": " lantern, cloud; meadow"}
+    assert verdict(" electron", refs["diamond"], {"lantern": refs["lantern"]}, True) == ("mismatch", None)
+    assert verdict("The apple rolled", REFS["stone"], {"apple": REFS["apple"]}, False) == (
+        "cross-talk",
+        "apple",
+    )
 
 
 METRICS = """\
