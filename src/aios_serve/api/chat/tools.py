@@ -8,8 +8,8 @@ of the arguments object, so streamed fragments join into exactly the non-streame
 A block the output ends inside (no `</tool_call>`: cut by `max_tokens`, or by a stop) is never
 content, in either parser: if its JSON is whole it is a call; if its name and the start of its
 arguments were written it is a call whose `arguments` end where the output did (what the stream
-had already sent, as OpenAI returns a call cut by `max_tokens`, with finish_reason `length`);
-otherwise it is dropped.
+has already sent; finish_reason `length` tells the client so, as in OpenAI's API); otherwise it
+is dropped.
 """
 
 from __future__ import annotations
