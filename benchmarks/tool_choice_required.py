@@ -3,7 +3,7 @@ seeds (sent together, as tests/e2e/test_tools.py does) of the weather question w
 allowed, counted by finish_reason and number of calls (`cut_calls`: calls whose arguments max_tokens
 cut), and how many contents hold tool markup.
 
-    .venv/bin/python -m benchmarks.tool_choice_required [--max-tokens 160] [--verbose]
+    .venv/bin/python -m benchmarks.tool_choice_required [--max-tokens 160] [--question TEXT] [--verbose]
 
 Each engine gets its own server (tests/e2e/configs.py's `qwen` entry, 2 threads, 20 sequences).
 """
@@ -38,7 +38,7 @@ WEATHER: Any = {
         },
     },
 }
-PARIS: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]
+PARIS = "What's the weather in Paris?"
 
 
 def _whole(arguments: str) -> bool:
@@ -49,7 +49,7 @@ def _whole(arguments: str) -> bool:
     return True
 
 
-def measure(engine: str, seeds: int, max_tokens: int, verbose: bool = False) -> dict[str, Any]:
+def measure(engine: str, question: str, seeds: int, max_tokens: int, verbose: bool = False) -> dict[str, Any]:
     """One engine's figures over `seeds` seeds."""
     with tempfile.TemporaryDirectory() as folder:
         model = qwen(QWEN, n_threads=2, n_ctx=2048, max_num_seqs=20, engine=engine)
@@ -58,7 +58,7 @@ def measure(engine: str, seeds: int, max_tokens: int, verbose: bool = False) -> 
             responses = chat_for_seeds(
                 server.client(),
                 seeds,
-                messages=PARIS,
+                messages=[{"role": "user", "content": question}],
                 tools=[WEATHER],
                 tool_choice="required",
                 max_tokens=max_tokens,
@@ -87,6 +87,7 @@ def measure(engine: str, seeds: int, max_tokens: int, verbose: bool = False) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--question", default=PARIS)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--engines", nargs="+", default=list(ENGINES))
@@ -94,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     for engine in args.engines:
-        print(json.dumps(measure(engine, args.seeds, args.max_tokens, args.verbose)))
+        print(json.dumps(measure(engine, args.question, args.seeds, args.max_tokens, args.verbose)))
 
 
 if __name__ == "__main__":

@@ -321,7 +321,8 @@ def test_required_with_parallel_calls_ends_with_whole_calls_for_20_seeds(
     """20 seeds at temperature 1, parallel calls allowed. One call is 30-40 tokens, so max_tokens
     cuts any answer inside the block it goes on to: asked about Paris, a seed may repeat the call
     until max_tokens (seen on llama.cpp: 1 in 20 wrote 5 calls); asked about three cities, about 8
-    in 20 write a second call here. The cut block is no content; the whole calls before it stay."""
+    in 20 write two calls and are cut at the third's open tag (which the OpenVINO engine's grammar
+    spells in pieces). The cut block is no content; the whole calls before it stay."""
     responses = chat_for_seeds(
         tools_client, 20, messages=messages, tools=[WEATHER], tool_choice="required", max_tokens=max_tokens
     )
