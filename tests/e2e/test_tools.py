@@ -297,6 +297,96 @@ def test_required_allows_parallel_calls(tools_client: openai.OpenAI) -> None:
     ]
 
 
+def valid_call(name: str, arguments: str) -> bool:
+    """A whole call to WEATHER or TIME: its arguments are JSON that fits the function's schema."""
+    schemas = {"get_weather": WEATHER_PARAMS, "get_time": TIME["function"]["parameters"]}
+    try:
+        jsonschema.validate(json.loads(arguments), schemas[name])
+    except (json.JSONDecodeError, jsonschema.ValidationError):
+        return False
+    return True
+
+
+THREE_CITIES: list[Any] = [{"role": "user", "content": "What's the weather in Paris, London and Tokyo?"}]
+
+
+@pytest.mark.parametrize(
+    ("messages", "max_tokens"),
+    [(PARIS, 48), (THREE_CITIES, 64)],
+    ids=["paris", "three-cities"],
+)
+def test_required_with_parallel_calls_ends_with_whole_calls_for_20_seeds(
+    tools_client: openai.OpenAI, messages: list[Any], max_tokens: int
+) -> None:
+    """20 seeds at temperature 1, parallel calls allowed. One call is 30-40 tokens, so max_tokens
+    cuts any answer inside the block it goes on to: asked about Paris, a seed may repeat the call
+    until max_tokens (seen on llama.cpp: 1 in 20 wrote 5 calls); asked about three cities, about 8
+    in 20 write two calls and are cut at the third's open tag (which the OpenVINO engine's grammar
+    spells in pieces). The cut block is no content; the whole calls before it stay."""
+    responses = chat_for_seeds(
+        tools_client, 20, messages=messages, tools=[WEATHER], tool_choice="required", max_tokens=max_tokens
+    )
+    cut = 0
+    for response in responses:
+        choice = response.choices[0]
+        calls = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
+        assert choice.message.content is None, choice
+        assert calls and valid_call(*calls[0]), choice
+        if choice.finish_reason == "length":  # the last call may be cut: its arguments are partial
+            assert response.usage.completion_tokens == max_tokens
+            assert all(valid_call(*call) for call in calls[:-1]), choice
+            cut += 1
+        else:
+            assert choice.finish_reason == "tool_calls"
+            assert all(valid_call(*call) for call in calls), choice
+    if messages is THREE_CITIES:
+        assert cut, "no seed ran into max_tokens: the test no longer cuts a block"
+
+
+def test_a_block_cut_by_max_tokens_is_never_content(tools_client: openai.OpenAI) -> None:
+    """Greedy, the model calls both tools; max_tokens cuts it inside the first block, early in the
+    second (before its name is whole) and inside the second's arguments. Whole calls before the
+    cut are returned; a cut call keeps the arguments written so far, streamed or not; no content."""
+    kwargs: dict[str, Any] = {
+        "model": QWEN,
+        "messages": TWO_THINGS,
+        "tools": [WEATHER, TIME],
+        "tool_choice": "required",
+        "temperature": 0,
+    }
+    full = tools_client.chat.completions.create(**kwargs, max_tokens=120, logprobs=True).choices[0]
+    expected = [(c.function.name, c.function.arguments) for c in full.message.tool_calls or []]
+    assert len(expected) == 2 and full.finish_reason == "tool_calls", full
+    # the first block's length in tokens (the OpenVINO engine's grammar spells the tags in pieces)
+    tokens = [entry.token for entry in (full.logprobs and full.logprobs.content) or []]
+    first_end = next(n for n in range(len(tokens) + 1) if "</tool_call>" in "".join(tokens[:n]))
+    cut_calls = 0
+    for max_tokens, whole in ((8, 0), (first_end + 4, 1), (first_end + 16, 1)):
+        cut = tools_client.chat.completions.create(**kwargs, max_tokens=max_tokens).choices[0]
+        assert cut.finish_reason == "length" and cut.message.content is None, cut
+        calls = [(c.function.name, c.function.arguments) for c in cut.message.tool_calls or []]
+        assert calls[:whole] == expected[:whole] and len(calls) <= whole + 1, (max_tokens, calls)
+        if len(calls) > whole:  # the cut call: its name, and its arguments up to the cut
+            name, arguments = calls[whole]
+            assert name == expected[whole][0] and expected[whole][1].startswith(arguments), calls
+            assert not valid_call(name, arguments)
+            cut_calls += 1
+        streamed: dict[int, list[str]] = {}
+        content, finish = "", None
+        for chunk in tools_client.chat.completions.create(**kwargs, max_tokens=max_tokens, stream=True):
+            for choice in chunk.choices:
+                content += choice.delta.content or ""
+                finish = choice.finish_reason or finish
+                for delta in choice.delta.tool_calls or []:
+                    entry = streamed.setdefault(delta.index, ["", ""])
+                    entry[0] += (delta.function and delta.function.name) or ""
+                    entry[1] += (delta.function and delta.function.arguments) or ""
+        assert "<tool_call" not in content and not content.strip(), content
+        assert finish == "length"
+        assert [tuple(streamed[i]) for i in sorted(streamed)] == calls
+    assert cut_calls == 1  # the last cut is in the second call's arguments
+
+
 def test_required_without_parallel_calls_makes_exactly_one(tools_client: openai.OpenAI) -> None:
     response = tools_client.chat.completions.create(
         model=QWEN,

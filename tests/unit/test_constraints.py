@@ -175,6 +175,28 @@ def test_parallel_tool_grammar_admits_several_blocks(qwen: tuple[GgufVocab, Cons
     assert bare.is_complete
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_end_of_generation_is_allowed_after_every_complete_block(
+    qwen: tuple[GgufVocab, ConstraintVocab], parallel: bool
+) -> None:
+    """After each whole block the model may end; with parallel calls the only other choice is one
+    newline, then the next block's open tag (no runs of newlines, no text between blocks)."""
+    vocab, cvocab = qwen
+    grammar = cvocab.compile(tool_call_grammar([("get_weather", WEATHER)], parallel=parallel))
+    constraint = grammar.new_constraint()
+    for block in range(3 if parallel else 1):
+        if block:
+            assert run_text(constraint, vocab, "\n")
+            allowed = set(np.flatnonzero(constraint.allowed()).tolist())
+            assert not allowed & set(vocab.eog_ids)  # a separator must be followed by a block
+            assert {vocab.piece(t, special=True) for t in allowed} <= {b"<", b"<tool_call>"}
+        assert run_text(constraint, vocab, CALL)
+        allowed = set(np.flatnonzero(constraint.allowed()).tolist())
+        newline = set(vocab.tokenize("\n")) if parallel else set()
+        assert allowed == set(vocab.eog_ids) | newline
+    assert constraint.is_complete != parallel
+
+
 @pytest.mark.parametrize("parameters", [TIME, {"type": "object", "properties": {}}, None])
 def test_tool_arguments_are_closed(qwen: tuple[GgufVocab, ConstraintVocab], parameters: dict | None) -> None:
     vocab, cvocab = qwen

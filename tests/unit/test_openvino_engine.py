@@ -171,9 +171,9 @@ async def test_tool_call_output_parses(smol: OpenVinoEngine, parallel: bool) -> 
     params = SamplingParams(max_tokens=80, temperature=0.0, constraint=constraint)
     out = (await _run(smol, prompt, params))[0]
     content, calls = parse_tool_calls(out["text"], {"get_weather", "get_time"})
-    # parallel calls may run into max_tokens inside a further block: the closed ones still parse
-    unfinished = out["finish"] == "length" and parallel
-    assert calls and (content is None or (unfinished and content.lstrip().startswith("<tool_call>"))), out
+    # parallel calls may run into max_tokens inside a further block: the closed ones still parse,
+    # and the cut one is never content
+    assert calls and content is None, out
     assert calls[0].name in ("get_weather", "get_time") and isinstance(json.loads(calls[0].arguments), dict)
 
 

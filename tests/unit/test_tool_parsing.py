@@ -9,7 +9,9 @@ import re
 import pytest
 
 from aios_serve.api.chat.reasoning import ReasoningStreamParser, prompt_opens_thinking, split_reasoning
+from aios_serve.api.chat.structured import ChoiceStreamer, OutputPlan, output_message
 from aios_serve.api.chat.tools import ToolCallStreamParser, parse_tool_calls
+from aios_serve.engine.generation import OutputConstraint
 from tests.unit.vocab import GgufVocab, gguf_vocab
 
 NAMES = {"get_weather", "get_time"}
@@ -127,6 +129,82 @@ def test_stream_and_whole_parse_agree(qwen: GgufVocab, text: str) -> None:
     content, calls = stream(token_pieces(qwen, text))
     assert (content or None) == whole_content
     assert [c["name"] for c in calls] == [c.name for c in whole_calls]
+
+
+# --- blocks cut by max_tokens -------------------------------------------------------------
+
+SECOND = '<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}}\n</tool_call>'
+TWO_CALLS = f"{CALL}\n{SECOND}"
+
+
+def cuts(text: str) -> list[str]:
+    """`text` cut after each character of its last block from its open tag on (as max_tokens may;
+    Qwen writes `<tool_call>` as one token)."""
+    start = text.rindex("<tool_call>") + len("<tool_call>")
+    return [text[:end] for end in range(start, len(text))]
+
+
+def test_a_cut_block_is_never_content(qwen: GgufVocab) -> None:
+    """Cut anywhere in the second block: the first call whole, no markup in content, and the
+    stream agrees with the whole parse."""
+    first = parse_tool_calls(CALL, NAMES)[1][0]
+    for text in cuts(TWO_CALLS):
+        content, calls = parse_tool_calls(text, NAMES)
+        assert content is None, (text, content)
+        assert (calls[0].name, calls[0].arguments) == (first.name, first.arguments)
+        streamed_content, streamed = stream(token_pieces(qwen, text))
+        assert "<tool_call" not in streamed_content and not streamed_content.strip(), text
+        assert [(c["name"], c["arguments"]) for c in streamed] == [(c.name, c.arguments) for c in calls]
+
+
+@pytest.mark.parametrize(
+    ("text", "arguments"),
+    [
+        ('<tool_call>\n{"name": "get_ti', None),  # no name yet: dropped
+        ('<tool_call>\n{"name": "get_time", "arguments": ', None),  # no argument written: dropped
+        ('<tool_call>\n{"name": "get_time", "arguments": {"tz": "CE', '{"tz": "CE'),
+        ('<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}', '{"tz": "CET"'),
+        ('<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}}\n</tool_', '{"tz": "CET"}'),
+    ],
+)
+def test_a_cut_call_keeps_what_was_written_of_its_arguments(text: str, arguments: str | None) -> None:
+    """As OpenAI returns a call cut by max_tokens: its name and its arguments up to the cut (the
+    stream has sent them already); a block cut before that is dropped. JSON that is whole is a
+    whole call even if its close tag was cut."""
+    output = f"Checking.\n{text}"
+    expected = [] if arguments is None else [("get_time", arguments)]
+    content, calls = parse_tool_calls(output, NAMES)
+    assert (content, [(c.name, c.arguments) for c in calls]) == ("Checking.\n", expected)
+    for pieces in (list(output), [output]):
+        streamed_content, streamed = stream(pieces)
+        assert streamed_content == "Checking.\n"
+        assert [(c["name"], c["arguments"]) for c in streamed] == expected
+
+
+def test_a_whole_block_that_is_not_a_call_stays_content_even_at_the_end() -> None:
+    text = "<tool_call>\n{not json}\n</tool_call>"
+    assert parse_tool_calls(text, NAMES) == (text, [])
+    assert stream(list(text)) == (text, [])
+
+
+REQUIRED = OutputPlan(
+    tool_names=frozenset(NAMES),
+    constraint=OutputConstraint("tool_calls", functions=(("get_weather", None), ("get_time", None))),
+)
+
+
+@pytest.mark.parametrize("text", [TWO_CALLS[:-20], TWO_CALLS[: len(CALL) + 5], CALL[:30], CALL[:5]])
+def test_a_constrained_answer_has_no_content_and_a_cut_one_ends_with_length(text: str) -> None:
+    """Under `required` (or a named function) nothing is content, whole or streamed, and the
+    finish reason stays `length` when max_tokens cut the output after complete calls."""
+    message, finish_reason = output_message(REQUIRED, text, "length")
+    assert message["content"] is None and finish_reason == "length"
+    streamer = ChoiceStreamer(REQUIRED)
+    deltas = [streamer.feed(piece) for piece in text] + [streamer.feed("", final=True)]
+    assert not any("content" in delta for delta in deltas)
+    assert streamer.finish_reason("length") == "length"
+    whole, _ = output_message(REQUIRED, TWO_CALLS, "stop")
+    assert whole["content"] is None and len(whole["tool_calls"]) == 2
 
 
 # --- reasoning ----------------------------------------------------------------------------

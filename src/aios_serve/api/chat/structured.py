@@ -40,8 +40,18 @@ class OutputPlan:
     opens_thinking: bool = False
     """The prompt leaves a `<think>` block open."""
 
+    @property
+    def calls_only(self) -> bool:
+        """The output is constrained to tool calls (`required` or a named function): nothing of
+        it is content, since what is not a call is a separator or a call cut by `max_tokens`."""
+        return self.constraint is not None and self.constraint.kind == "tool_calls"
+
     def finish_reason(self, reason: str | None, called: bool) -> str | None:
-        """`tool_calls` for auto and required calls, `stop` for a named function (as OpenAI)."""
+        """`tool_calls` for auto and required calls, `stop` for a named function (as OpenAI).
+
+        An output cut by `max_tokens` stays `length` even when it holds complete calls, as
+        OpenAI answers: the client learns that its last call may be cut (see api/chat/tools.py).
+        """
         if called and reason in ("stop", None):
             return "stop" if self.named_function is not None else "tool_calls"
         return reason
@@ -106,6 +116,8 @@ def output_message(
     if plan.tool_names is not None and content:
         content, parsed = parse_tool_calls(content, plan.tool_names)
         calls = [call.as_openai() for call in parsed]
+    if plan.calls_only:
+        content = None
     message = {
         "role": "assistant",
         "reasoning_content": reasoning,
@@ -147,7 +159,7 @@ class ChoiceStreamer:
             if events.tool_calls:
                 delta["tool_calls"] = events.tool_calls
                 self._called = True
-        if content:
+        if content and not self.plan.calls_only:
             delta["content"] = content
         return delta
 

@@ -4,6 +4,12 @@ JSON call, parsed whole (`parse_tool_calls`) or as a stream of OpenAI-style delt
 
 Both parsers give the same `arguments` string for the same output: the model's own JSON text
 of the arguments object, so streamed fragments join into exactly the non-streamed value.
+
+A block the output ends inside (no `</tool_call>`: cut by `max_tokens`, or by a stop) is never
+content, in either parser: if its JSON is whole it is a call; if its name and the start of its
+arguments were written it is a call whose `arguments` end where the output did (what the stream
+has already sent; finish_reason `length` tells the client so, as in OpenAI's API); otherwise it
+is dropped.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from aios_serve.api.chat.tags import split_before_partial_tag
+from aios_serve.api.chat.tags import split_before_partial_tag, tag_prefix_len
 from aios_serve.engine.generation import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 _HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
@@ -76,29 +82,73 @@ def parse_call(body: str, names: Collection[str] | None) -> ParsedToolCall | Non
     return ParsedToolCall(name, _raw_arguments(body, value) if key in data else "{}")
 
 
+def _head(body: str, names: Collection[str] | None) -> tuple[str, int] | None:
+    """(name, where the arguments start) once a block's body has written both, and the first
+    character of the arguments; None before that or for a function not in `names`."""
+    head = _HEAD.match(body)
+    if head is None or head.end() >= len(body):
+        return None
+    name: str = json.loads(f'"{head.group(1)}"')
+    if names is not None and name not in names:
+        return None
+    return name, head.end()
+
+
+def _arguments_end(body: str) -> int:
+    """How far an open block's arguments can be sent: the outer object's closing brace and
+    trailing whitespace are held back until the block closes."""
+    visible = body.rstrip()
+    return len(visible) - 1 if visible.endswith("}") else len(visible)
+
+
+def unclosed_body(text: str) -> str:
+    """The body of a block the output ends inside, less a cut `</tool_call>` at its end."""
+    return text[: len(text) - tag_prefix_len(text, TOOL_CALL_CLOSE)]
+
+
+def parse_unclosed_call(body: str, names: Collection[str] | None) -> ParsedToolCall | None:
+    """The call in a block the output ends inside (see the module's docstring); None: dropped."""
+    call = parse_call(body, names)
+    if call is not None:
+        return call
+    head = _head(body, names)
+    if head is None:
+        return None
+    name, args_start = head
+    return ParsedToolCall(name, body[args_start : max(args_start, _arguments_end(body))])
+
+
 def parse_tool_calls(
     text: str, names: Collection[str] | None = None
 ) -> tuple[str | None, list[ParsedToolCall]]:
     """Split output into (content, calls); `names` restricts calls to the offered functions.
 
-    Content is None when the output is nothing but calls.
+    Content is None when the output is nothing but calls. A block the output ends inside is
+    never content (`parse_unclosed_call`).
     """
     calls: list[ParsedToolCall] = []
     kept: list[str] = []
     position = 0
+    unclosed = False
     while (start := text.find(TOOL_CALL_OPEN, position)) >= 0:
         body_start = start + len(TOOL_CALL_OPEN)
         end = text.find(TOOL_CALL_CLOSE, body_start)
-        block_end = len(text) if end < 0 else end + len(TOOL_CALL_CLOSE)
-        call = parse_call(text[body_start : len(text) if end < 0 else end], names)
         kept.append(text[position:start])
+        if end < 0:
+            unclosed = True
+            call = parse_unclosed_call(unclosed_body(text[body_start:]), names)
+            if call is not None:
+                calls.append(call)
+            position = len(text)
+            break
+        call = parse_call(text[body_start:end], names)
         if call is None:
-            kept.append(text[start:block_end])
+            kept.append(text[start : end + len(TOOL_CALL_CLOSE)])
         else:
             calls.append(call)
-        position = block_end
+        position = end + len(TOOL_CALL_CLOSE)
     kept.append(text[position:])
-    if not calls:
+    if not calls and not unclosed:
         bare = _parse_bare(text, names)
         if bare:
             return None, bare
@@ -216,10 +266,11 @@ class ToolCallStreamParser:
                 events.content = self._pending
             self._pending = ""
             return events
-        if self._call is not None:
-            self._call.body += self._pending
+        if self._call is not None:  # the output ended inside a block
+            self._call.body = unclosed_body(self._call.body + self._pending)
             self._pending = ""
-            self._close_call(events)
+            self._stream_call(events)
+            self._close_call(events, closed=False)
         events.content += self._pending
         self._pending = ""
         return events
@@ -243,36 +294,31 @@ class ToolCallStreamParser:
         call = self._call
         assert call is not None
         if call.index is None:
-            head = _HEAD.match(call.body)
-            if head is None or head.end() >= len(call.body):
+            head = _head(call.body, self._names)
+            if head is None:
                 return
-            name = json.loads(f'"{head.group(1)}"')
-            if self._names is not None and name not in self._names:
-                return
+            name, call.args_start = head
             call.index = len(self.calls)
-            call.args_start = head.end()
             opened = ParsedToolCall(name, "")
             events.tool_calls.append(self._start_delta(opened.id, name))
             self.calls.append(opened)
-        # hold back the outer object's closing brace and whitespace until the block closes
-        visible = call.body.rstrip()
-        if visible.endswith("}"):
-            visible = visible[:-1]
-        end = len(visible)
+        end = _arguments_end(call.body)
         if end > call.args_start + call.sent_args:
             fragment = call.body[call.args_start + call.sent_args : end]
             call.sent_args += len(fragment)
             self.calls[call.index].arguments += fragment
             events.tool_calls.append(self._args_delta(call.index, fragment))
 
-    def _close_call(self, events: StreamEvents) -> None:
+    def _close_call(self, events: StreamEvents, closed: bool = True) -> None:
+        """End the open block: at its `</tool_call>`, or (not `closed`) where the output ended."""
         call = self._call
         assert call is not None
         self._call = None
         parsed = parse_call(call.body, self._names)
         if call.index is None:
             if parsed is None:
-                events.content += TOOL_CALL_OPEN + call.body + TOOL_CALL_CLOSE
+                if closed:  # a whole block that is not a call stays content; a cut one is dropped
+                    events.content += TOOL_CALL_OPEN + call.body + TOOL_CALL_CLOSE
                 return
             events.tool_calls.append(self._start_delta(parsed.id, parsed.name))
             events.tool_calls.append(self._args_delta(len(self.calls), parsed.arguments))

@@ -110,7 +110,9 @@ def structured_output(constraint: OutputConstraint) -> ov.StructuredOutputConfig
     tool_calls: wrapped, `<tool_call>\\n{call}\\n</tool_call>` blocks separated by "\\n" (one,
     or with `parallel` one or more); bare, one call object, or with `parallel` also a JSON list
     of calls. Each call is `{"name": <const>, "arguments": {...}}` against the function's closed
-    parameters, as our llguidance grammar, with xgrammar's free JSON whitespace.
+    parameters, as our llguidance grammar, with one JSON layout. xgrammar writes the tags as
+    `tag ("\\n" tag)*`: the same language as `tool_call_grammar`, ending (EOS) after any complete
+    block.
     """
     if constraint.kind == "json_object":
         return _json({"type": "object"})
