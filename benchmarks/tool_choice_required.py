@@ -21,23 +21,8 @@ from typing import Any
 from benchmarks.generation.servers import machine
 from tests.e2e.configs import ENGINES, QWEN, chat_for_seeds, qwen
 from tests.e2e.server import Server
+from tests.e2e.test_tools import WEATHER
 
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "description": "The city name", "maxLength": 40},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "unit"],
-            "additionalProperties": False,
-        },
-    },
-}
 PARIS = "What's the weather in Paris?"
 
 

@@ -269,15 +269,18 @@ TWO_THINGS: list[Any] = [
 ]
 
 
+REQUIRED_TWO_THINGS: dict[str, Any] = {
+    "model": QWEN,
+    "messages": TWO_THINGS,
+    "tools": [WEATHER, TIME],
+    "tool_choice": "required",
+    "temperature": 0,
+}
+"""Greedy, the model calls both tools."""
+
+
 def test_required_allows_parallel_calls(tools_client: openai.OpenAI) -> None:
-    kwargs: dict[str, Any] = {
-        "model": QWEN,
-        "messages": TWO_THINGS,
-        "tools": [WEATHER, TIME],
-        "tool_choice": "required",
-        "temperature": 0,
-        "max_tokens": 120,
-    }
+    kwargs: dict[str, Any] = {**REQUIRED_TWO_THINGS, "max_tokens": 120}
     choice = tools_client.chat.completions.create(**kwargs).choices[0]
     calls = choice.message.tool_calls or []
     assert sorted(call.function.name for call in calls) == ["get_time", "get_weather"], calls
@@ -347,13 +350,7 @@ def test_a_block_cut_by_max_tokens_is_never_content(tools_client: openai.OpenAI)
     """Greedy, the model calls both tools; max_tokens cuts it inside the first block, early in the
     second (before its name is whole) and inside the second's arguments. Whole calls before the
     cut are returned; a cut call keeps the arguments written so far, streamed or not; no content."""
-    kwargs: dict[str, Any] = {
-        "model": QWEN,
-        "messages": TWO_THINGS,
-        "tools": [WEATHER, TIME],
-        "tool_choice": "required",
-        "temperature": 0,
-    }
+    kwargs = REQUIRED_TWO_THINGS
     full = tools_client.chat.completions.create(**kwargs, max_tokens=120, logprobs=True).choices[0]
     expected = [(c.function.name, c.function.arguments) for c in full.message.tool_calls or []]
     assert len(expected) == 2 and full.finish_reason == "tool_calls", full
