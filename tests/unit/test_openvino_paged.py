@@ -202,7 +202,7 @@ def test_copy_on_write_keeps_choices_apart(model: OpenVinoPagedModel) -> None:
 
 
 def test_a_reused_prefix_gives_the_logits_of_a_full_prefill(model: OpenVinoPagedModel) -> None:
-    shared = _chat(model, "Summarise the plot of a long novel about the sea. " * 4)
+    shared = _chat(model, "Summarise the plot of a long novel about the sea. " * 10)
     assert len(shared) > 3 * model.pool.block_size
     question = model.tokenize("And who is the captain?", False)
     try:
