@@ -82,9 +82,21 @@ def _threads(options: GenerationOptions) -> int:
     return options.n_threads or os.cpu_count() or 1
 
 
+def _local(spec: EngineSpec, backend: GenerationBackend, engine_name: str, kv_cells: int) -> EngineClient:
+    """Our batching loop in this process over a loaded backend."""
+    from aios_serve.engine.generation.local import LocalEngine
+
+    return LocalEngine(
+        backend,
+        name=spec.name,
+        engine_name=engine_name,
+        kv_cells=kv_cells,
+        max_queued=spec.parsed_options.max_queued_requests,
+    )
+
+
 def _llama_cpp(spec: EngineSpec) -> EngineClient:
     from aios_serve.backends.llama_cpp import LlamaCppModel
-    from aios_serve.engine.generation.local import LocalEngine
 
     options = spec.parsed_options
     n_ctx = _context(spec, options)
@@ -100,13 +112,7 @@ def _llama_cpp(spec: EngineSpec) -> EngineClient:
         flash_attn=options.flash_attn,
         kv_unified=options.kv_unified,
     )
-    return LocalEngine(
-        backend,
-        name=spec.name,
-        engine_name="llama.cpp",
-        kv_cells=backend.kv_cells,
-        max_queued=options.max_queued_requests,
-    )
+    return _local(spec, backend, "llama.cpp", backend.kv_cells)
 
 
 def llama_cpp_reference(path: Path, context_length: int = 2048) -> GenerationBackend:
@@ -126,7 +132,6 @@ def llama_cpp_reference(path: Path, context_length: int = 2048) -> GenerationBac
 
 def _transformers(spec: EngineSpec) -> EngineClient:
     from aios_serve.backends.hf_causal import HfCausalModel
-    from aios_serve.engine.generation.local import LocalEngine
 
     options = spec.parsed_options
     backend = HfCausalModel(
@@ -137,13 +142,7 @@ def _transformers(spec: EngineSpec) -> EngineClient:
         n_threads=_threads(options),
         dtype=options.dtype,
     )
-    return LocalEngine(
-        backend,
-        name=spec.name,
-        engine_name="transformers",
-        kv_cells=backend.context_length * options.max_num_seqs,
-        max_queued=options.max_queued_requests,
-    )
+    return _local(spec, backend, "transformers", backend.context_length * options.max_num_seqs)
 
 
 def _openvino(spec: EngineSpec) -> EngineClient:
@@ -177,7 +176,6 @@ def _openvino_paged(spec: EngineSpec) -> EngineClient:
     """Experimental: OpenVINO's paged-attention model under our loop (the file as is where
     GenAI decodes it exactly, else its Q8_0 rewrite: backends/openvino_paged/weights.py)."""
     from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
-    from aios_serve.engine.generation.local import LocalEngine
     from aios_serve.engine.generation.openvino import precision
 
     options = spec.parsed_options
@@ -197,10 +195,4 @@ def _openvino_paged(spec: EngineSpec) -> EngineClient:
         prefix_caching=options.prefix_caching,
     )
     log.info("%s: openvino-paged (%s; weights %s)", spec.name, backend.describe(), route)
-    return LocalEngine(
-        backend,
-        name=spec.name,
-        engine_name="openvino-paged",
-        kv_cells=backend.kv_cells,
-        max_queued=options.max_queued_requests,
-    )
+    return _local(spec, backend, "openvino-paged", backend.kv_cells)
