@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from openvino_precision import chat_ids, genai_engine
+from openvino_precision import chat_ids, genai_engine, greedy_tokens, speed
 from servers import machine
 
 from aios_serve.backends.llama_cpp import LlamaCppModel, LlamaCppVocab
@@ -29,7 +29,6 @@ from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.local import LocalEngine
 from aios_serve.engine.generation.openvino.loading import openvino_weights
-from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.models.bundled import resolve_bundled
 
 MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
@@ -70,30 +69,6 @@ def _engines(path: Path, precision: str, paged_f16: bool) -> dict[str, EngineCli
     }
 
 
-async def _stream(engine: EngineClient, prompt: list[int], max_tokens: int) -> tuple[int, float, float]:
-    """Greedy tokens produced, the first token's time and the end time (monotonic)."""
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-    count, first = 0, 0.0
-    async for update in engine.generate(prompt, params, 1):
-        if update.error is not None:
-            raise update.error
-        for choice in update.choices:
-            if choice.token_ids and not first:
-                first = time.monotonic()
-            count += len(choice.token_ids)
-    return count, first, time.monotonic()
-
-
-async def _speed(engine: EngineClient, prompt: list[int], streams: int, max_tokens: int) -> float:
-    """One stream: decode tok/s after the first token; several: aggregate tok/s over the wall."""
-    start = time.monotonic()
-    runs = await asyncio.gather(*(_stream(engine, prompt, max_tokens) for _ in range(streams)))
-    if streams == 1:
-        count, first, end = runs[0]
-        return (count - 1) / (end - first)
-    return sum(r[0] for r in runs) / (max(r[2] for r in runs) - start)
-
-
 async def _model(name: str, precision: str, rounds: int, max_tokens: int, paged_f16: bool) -> None:
     path = resolve_bundled(name)
     engines = await asyncio.to_thread(_engines, path, precision, paged_f16)
@@ -102,14 +77,14 @@ async def _model(name: str, precision: str, rounds: int, max_tokens: int, paged_
     try:
         vocab = LlamaCppVocab(path)
         prompt = chat_ids(vocab, "Write a long story about a lighthouse keeper.")
-        await _speed(engines["openvino-paged"], prompt, 2, 8)  # warm-up: first-call compilation
+        await speed(engines["openvino-paged"], prompt, 2, 8)  # warm-up: first-call compilation
         speeds: dict[tuple[str, int], list[float]] = {}
         names = list(engines)
         for round_index in range(rounds):
             order = names if round_index % 2 == 0 else names[::-1]
             for streams in STREAMS:
                 for engine_name in order:
-                    figure = await _speed(engines[engine_name], prompt, streams, max_tokens)
+                    figure = await speed(engines[engine_name], prompt, streams, max_tokens)
                     speeds.setdefault((engine_name, streams), []).append(figure)
         paged = engines["openvino-paged"]
         assert isinstance(paged, LocalEngine) and isinstance(paged.backend, OpenVinoPagedModel)
@@ -129,7 +104,7 @@ async def _model(name: str, precision: str, rounds: int, max_tokens: int, paged_
 
 async def _first_token_s(engine: EngineClient, prompt: list[int]) -> float:
     start = time.monotonic()
-    _, first, _ = await _stream(engine, prompt, 1)
+    _, first, _ = await greedy_tokens(engine, prompt, 1)
     return first - start
 
 

@@ -23,6 +23,7 @@ from servers import machine
 from aios_serve.backends.llama_cpp import LlamaCppVocab
 from aios_serve.backends.protocols.generation import end_of_generation_ids
 from aios_serve.engine.generation import fidelity
+from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.openvino import OpenVinoEngine
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.models.bundled import resolve_bundled
@@ -69,14 +70,16 @@ def genai_engine(path: Path, vocab: LlamaCppVocab, precision: str) -> OpenVinoEn
     )
 
 
-async def _tokens(
-    engine: OpenVinoEngine, prompt: list[int], max_tokens: int
+async def greedy_tokens(
+    engine: EngineClient, prompt: list[int], max_tokens: int
 ) -> tuple[list[int], float, float]:
     """Greedy tokens, the first token's time and the end time (monotonic)."""
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
     tokens: list[int] = []
     first = 0.0
     async for update in engine.generate(prompt, params, 1):
+        if update.error is not None:
+            raise update.error
         for choice in update.choices:
             if choice.token_ids and not first:
                 first = time.monotonic()
@@ -84,10 +87,10 @@ async def _tokens(
     return tokens, first, time.monotonic()
 
 
-async def _speed(engine: OpenVinoEngine, prompt: list[int], streams: int, max_tokens: int) -> float:
+async def speed(engine: EngineClient, prompt: list[int], streams: int, max_tokens: int) -> float:
     """One stream: decode tok/s after the first token; several: aggregate tok/s over the wall."""
     start = time.monotonic()
-    runs = await asyncio.gather(*(_tokens(engine, prompt, max_tokens) for _ in range(streams)))
+    runs = await asyncio.gather(*(greedy_tokens(engine, prompt, max_tokens) for _ in range(streams)))
     if streams == 1:
         tokens, first, end = runs[0]
         return (len(tokens) - 1) / (end - first)
@@ -95,8 +98,8 @@ async def _speed(engine: OpenVinoEngine, prompt: list[int], streams: int, max_to
 
 
 async def _flips(engine: OpenVinoEngine, prompts: list[list[int]]) -> int:
-    alone = [(await _tokens(engine, p, 40))[0] for p in prompts]
-    together = await asyncio.gather(*(_tokens(engine, p, 40) for p in prompts))
+    alone = [(await greedy_tokens(engine, p, 40))[0] for p in prompts]
+    together = await asyncio.gather(*(greedy_tokens(engine, p, 40) for p in prompts))
     return sum(a != b[0] for a, b in zip(alone, together, strict=True))
 
 
@@ -113,7 +116,7 @@ async def _model(name: str, rounds: int, max_tokens: int) -> None:
             order = PRECISIONS if round_index % 2 == 0 else PRECISIONS[::-1]
             for streams in (1, 16):
                 for precision in order:
-                    figure = await _speed(engines[precision], prompt, streams, max_tokens)
+                    figure = await speed(engines[precision], prompt, streams, max_tokens)
                     speeds.setdefault((precision, streams), []).append(figure)
         poems = [poem_request(vocab, topic) for topic in POEM_TOPICS]
         prompts = [chat_ids(vocab, t) for t in fidelity.PROMPTS]
