@@ -1,5 +1,5 @@
-"""OpenVINO engine, f32 against bf16 on this CPU: the figures `inference_precision: auto` is
-chosen by (README, "OpenVINO's inference precision").
+"""The openvino engine (the paged backend under our loop), f32 against bf16 on this CPU: the
+figures `inference_precision: auto` is chosen by (README, "Inference precision").
 
 Per bundled chat model, both precisions loaded at once in this process (no HTTP, 2 threads):
 - decode tok/s of one stream and aggregate tok/s of 16 streams (128 tokens, EOS ignored), run
@@ -21,10 +21,10 @@ from pathlib import Path
 from servers import machine
 
 from aios_serve.backends.llama_cpp import LlamaCppVocab
-from aios_serve.backends.protocols.generation import end_of_generation_ids
+from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
 from aios_serve.engine.generation import fidelity
 from aios_serve.engine.generation.interface import EngineClient
-from aios_serve.engine.generation.openvino import OpenVinoEngine
+from aios_serve.engine.generation.local import LocalEngine
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.models.bundled import resolve_bundled
 
@@ -53,20 +53,26 @@ def poem_request(vocab: LlamaCppVocab, topic: str) -> list[int]:
     return chat_ids(vocab, ask.strip())
 
 
-def genai_engine(path: Path, vocab: LlamaCppVocab, precision: str) -> OpenVinoEngine:
-    """The GenAI engine over a bundled GGUF: 16 sequences, 2 threads, at `precision`."""
-    return OpenVinoEngine(
+def openvino_engine(path: Path, precision: str, threads: int = 2) -> LocalEngine:
+    """The openvino engine over a GGUF (its paged-weights route), in this process: 16 sequences,
+    `threads` threads, at `precision`."""
+    backend = OpenVinoPagedModel(
         path,
-        name=f"{path.stem}-{precision}",
-        vocab=vocab,
-        eog_ids=end_of_generation_ids(vocab),
+        weights=paged_weights(path)[0],
         context_length=2048,
         max_sequences=16,
         max_batch_tokens=512,
+        n_threads=threads,
+        precision=precision,
         kv_cache_gb=1,
-        max_queued_requests=1024,
-        n_threads=2,
-        inference_precision=precision,  # type: ignore[arg-type]
+    )
+    return LocalEngine(
+        backend,
+        name=f"{path.stem}-{precision}",
+        engine_name="openvino",
+        kv_cells=backend.kv_cells,
+        max_queued=1024,
+        details=backend.describe(precision),
     )
 
 
@@ -97,7 +103,7 @@ async def speed(engine: EngineClient, prompt: list[int], streams: int, max_token
     return sum(len(r[0]) for r in runs) / (max(r[2] for r in runs) - start)
 
 
-async def _flips(engine: OpenVinoEngine, prompts: list[list[int]]) -> int:
+async def _flips(engine: EngineClient, prompts: list[list[int]]) -> int:
     alone = [(await greedy_tokens(engine, p, 40))[0] for p in prompts]
     together = await asyncio.gather(*(greedy_tokens(engine, p, 40) for p in prompts))
     return sum(a != b[0] for a, b in zip(alone, together, strict=True))
@@ -106,7 +112,7 @@ async def _flips(engine: OpenVinoEngine, prompts: list[list[int]]) -> int:
 async def _model(name: str, rounds: int, max_tokens: int) -> None:
     path = resolve_bundled(name)
     vocab = LlamaCppVocab(path)
-    engines = {p: genai_engine(path, vocab, p) for p in PRECISIONS}
+    engines = {p: await asyncio.to_thread(openvino_engine, path, p) for p in PRECISIONS}
     for engine in engines.values():
         await engine.start()
     try:
@@ -121,7 +127,7 @@ async def _model(name: str, rounds: int, max_tokens: int) -> None:
         poems = [poem_request(vocab, topic) for topic in POEM_TOPICS]
         prompts = [chat_ids(vocab, t) for t in fidelity.PROMPTS]
         references = await asyncio.to_thread(fidelity.reference_runs, path, prompts, fidelity.TOKENS)
-        print(f"\n### {name} ({engines['f32'].route}), {rounds} rounds, {max_tokens} tokens")
+        print(f"\n### {name} ({paged_weights(path)[1]}), {rounds} rounds, {max_tokens} tokens")
         print("| precision | compiled | 1 stream tok/s | 16 streams tok/s | flips | fidelity |")
         print("|---|---|---|---|---|---|")
         for precision, engine in engines.items():
@@ -129,7 +135,7 @@ async def _model(name: str, rounds: int, max_tokens: int) -> None:
             fid = await fidelity.measure(engine, references)
             single = statistics.median(speeds[(precision, 1)])
             many = statistics.median(speeds[(precision, 16)])
-            compiled = engine.precision.compiled if engine.precision else "?"
+            compiled = engine.engine_details.split(",")[0]
             print(
                 f"| {precision} | {compiled} | {single:.1f} | {many:.1f} | {flips}/{len(poems)} | "
                 f"{fid.describe()} |"

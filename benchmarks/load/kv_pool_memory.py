@@ -1,10 +1,10 @@
 """Where the OpenVINO worker's memory goes under chat load: its KV pool, written a block at a time.
 
-OpenVINO GenAI's ContinuousBatchingPipeline on SmolLM2 (the server's weights route, f32, one
-thread, prefix caching on), no HTTP, no server: rounds of 8 distinct short prompts, 16 tokens each,
-with RSS after every 10 rounds. Run it with the server's pool (`cache_size`, GB) and with a pool
-of a few blocks (`num_kv_blocks`): if RSS grows with the first and not the second, the growth is
-the pool's pages being written for the first time, bounded by its size.
+The openvino engine's paged backend on SmolLM2 (the server's weights route, f32, one thread,
+prefix caching on) driven directly, no HTTP, no server: rounds of 8 distinct short prompts, 16
+greedy tokens each, with RSS and the blocks ever written after every 10 rounds. Run it with the
+server's pool (`kv_cache_gb`) and with a pool of a few blocks: if RSS grows with the first and not
+the second, the growth is the pool's pages being written for the first time, bounded by its size.
 
     PYTHONPATH=src python benchmarks/load/kv_pool_memory.py --cache-gb 1
     PYTHONPATH=src python benchmarks/load/kv_pool_memory.py --blocks 64
@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from aios_serve.backends.llama_cpp import LlamaCppVocab
-from aios_serve.engine.generation.openvino import precision
-from aios_serve.engine.generation.openvino.loading import openvino_weights
+from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
+from aios_serve.backends.protocols.generation import BatchItem
 from aios_serve.models.bundled import resolve_bundled
 
 MIB = 1024 * 1024
 WORDS = ["apple", "river", "stone", "cloud", "engine", "garden", "violin", "copper", "desert", "orbit"]
+SEQUENCES = 8
+TOKENS = 16
 
 
 def rss_mib() -> float:
@@ -35,24 +36,39 @@ def rss_mib() -> float:
     raise RuntimeError("no VmRSS")
 
 
-def pipeline(cache_gb: int, blocks: int) -> tuple[object, LlamaCppVocab]:
-    """The pipeline as the server builds it, with the pool in GB or in blocks."""
-    import openvino_genai as ov
-
+def backend(cache_gb: int, blocks: int) -> OpenVinoPagedModel:
+    """The backend as the server builds it, with the pool in GB or in blocks."""
     gguf = resolve_bundled("smollm2-135m-instruct")
-    scheduler = ov.SchedulerConfig()
-    if blocks:
-        scheduler.num_kv_blocks = blocks
-    else:
-        scheduler.cache_size = cache_gb
-    scheduler.max_num_batched_tokens = 512
-    scheduler.max_num_seqs = 8
-    scheduler.enable_prefix_caching = True
-    scheduler.dynamic_split_fuse = True
-    plugin, _ = precision.choose("f32")
-    weights, _ = openvino_weights(gguf)
-    properties = {"INFERENCE_NUM_THREADS": 1, **plugin}
-    return ov.ContinuousBatchingPipeline(str(weights), scheduler, "CPU", properties), LlamaCppVocab(gguf)
+    return OpenVinoPagedModel(
+        gguf,
+        weights=paged_weights(gguf)[0],
+        context_length=2048,
+        max_sequences=SEQUENCES,
+        max_batch_tokens=512,
+        n_threads=1,
+        precision="f32",
+        kv_cache_gb=cache_gb,
+        num_blocks=blocks or None,
+    )
+
+
+def one_round(model: OpenVinoPagedModel, prompts: list[list[int]], first_id: int) -> None:
+    """Prefill the prompts together, decode TOKENS greedy tokens each, free their blocks."""
+    ids = list(range(first_id, first_id + len(prompts)))
+    items = [BatchItem(list(p), 0, [i], want_logits=True) for i, p in zip(ids, prompts, strict=True)]
+    for _ in range(TOKENS):
+        model.decode(items)
+        items = [
+            BatchItem(
+                [int(np.argmax(item.logits))],
+                item.start_pos + len(item.tokens),
+                item.seq_ids,
+                want_logits=True,
+            )
+            for item in items
+        ]
+    for seq_id in ids:
+        model.remove_sequence(seq_id)
 
 
 def main() -> None:
@@ -60,38 +76,27 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cache-gb", type=int, default=1)
-    parser.add_argument("--blocks", type=int, default=0, help="the pool in blocks instead (num_kv_blocks)")
+    parser.add_argument("--blocks", type=int, default=0, help="the pool in blocks instead")
     parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
-    import openvino as ov_runtime
-    import openvino_genai as ov
-
     started = time.monotonic()
-    pipe, vocab = pipeline(args.cache_gb, args.blocks)
+    model = backend(args.cache_gb, args.blocks)
     rng = random.Random(5)
-    print(f"loaded in {time.monotonic() - started:.0f} s: RSS {rss_mib():.0f} MiB", flush=True)
+    print(
+        f"loaded in {time.monotonic() - started:.0f} s: RSS {rss_mib():.0f} MiB, {model.describe()}",
+        flush=True,
+    )
     request_id = 0
     for round_number in range(1, args.rounds + 1):
-        handles = []
-        for _ in range(8):
-            text = f"{request_id}: " + " ".join(rng.choice(WORDS) for _ in range(24))
-            ids = ov_runtime.Tensor(np.asarray([vocab.tokenize(text, True)], dtype=np.int64))
-            config = ov.GenerationConfig()
-            config.max_new_tokens = 16
-            config.ignore_eos = True
-            config.do_sample = False
-            handles.append(pipe.add_request(request_id, ids, config))  # type: ignore[attr-defined]
-            request_id += 1
-        while pipe.has_non_finished_requests():  # type: ignore[attr-defined]
-            pipe.step()  # type: ignore[attr-defined]
-            for handle in handles:
-                if handle.can_read():
-                    handle.read()
+        texts = [
+            f"{request_id + k}: " + " ".join(rng.choice(WORDS) for _ in range(24)) for k in range(SEQUENCES)
+        ]
+        one_round(model, [model.tokenize(t, True) for t in texts], request_id)
+        request_id += SEQUENCES
         if round_number % 10 == 0:
-            metrics = pipe.get_metrics()  # type: ignore[attr-defined]
             print(
                 f"{time.monotonic() - started:5.0f} s  round {round_number:4d}  requests {request_id:5d}  "
-                f"RSS {rss_mib():6.0f} MiB  peak cache use {metrics.max_cache_usage:.2f} %",
+                f"RSS {rss_mib():6.0f} MiB",
                 flush=True,
             )
 

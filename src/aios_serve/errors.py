@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -19,7 +18,6 @@ from aios_serve.engine.errors import (
     InputTooLong,
     QueueFull,
     TokenOutOfVocabulary,
-    UnsupportedParameter,
 )
 
 
@@ -168,21 +166,15 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
 
 
-def api_error_from_engine(
-    exc: BaseException, param: str | None = None, renames: Mapping[str, str] | None = None
-) -> ApiError:
+def api_error_from_engine(exc: BaseException, param: str | None = None) -> ApiError:
     """An engine's typed error as the API reports it. `param` is the request field the engine's
-    input came from; `renames` maps engine parameter names to the request's (e.g. completions'
-    `echo` asks for `prompt_logprobs`). Anything untyped is a 500."""
+    input came from. Anything untyped is a 500."""
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, (QueueFull, EngineUnavailable)):
         what = str(exc) if isinstance(exc, QueueFull) else f"the model's engine is unavailable: {exc}"
         message = f"{what[:1].upper()}{what[1:]}; retry shortly."
         return ApiError(ErrorKind.OVERLOADED, message, headers={"Retry-After": str(exc.retry_after)})
-    if isinstance(exc, UnsupportedParameter):
-        asked = (renames or {}).get(exc.param, exc.param)
-        return invalid(str(exc).replace(f"`{exc.param}`", f"`{asked}`"), asked)
     if isinstance(exc, GrammarError):
         return invalid(str(exc), param)
     if isinstance(exc, InputTooLong):

@@ -5,8 +5,8 @@ each a real `aios-serve` process started on first use and stopped at the end of 
     guarded          API keys, tight limits, a small queue and a misconfigured model
     smol_openvino    SmolLM2 on OpenVINO (what `engine: auto` picks) and MiniLM as `minilm`
     smol_llama_cpp   SmolLM2 on llama.cpp and MiniLM as `minilm`
-    smol_server      module-scoped, parametrized over both engines: a module's tests run on
-                     one engine's server, then on the other's
+    smol_server      module-scoped, parametrized over both engines (`smol_engine` names the
+                     one): a module's tests run on one engine's server, then on the other's
     tools            Qwen2.5-Coder-0.5B (tools, structured output) and `qwen-think` (reasoning)
 
 Each yields a `Server` (tests/e2e/server.py): `.url`, `.client()`, `.log_text()`, ...; the
@@ -61,9 +61,16 @@ SMOL_SERVERS = {"openvino": "smol_openvino", "llama.cpp": "smol_llama_cpp"}
 
 
 @pytest.fixture(scope="module", params=configs.ENGINES)
-def smol_server(request: pytest.FixtureRequest) -> Server:
-    """The SmolLM2 server of each engine in turn (`request.param` is the engine)."""
-    server: Server = request.getfixturevalue(SMOL_SERVERS[request.param])
+def smol_engine(request: pytest.FixtureRequest) -> str:
+    """Each engine in turn: the one `smol_server` runs on."""
+    engine: str = request.param
+    return engine
+
+
+@pytest.fixture(scope="module")
+def smol_server(smol_engine: str, request: pytest.FixtureRequest) -> Server:
+    """The SmolLM2 server of each engine in turn (`smol_engine` names it)."""
+    server: Server = request.getfixturevalue(SMOL_SERVERS[smol_engine])
     return server
 
 

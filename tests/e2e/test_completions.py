@@ -1,19 +1,16 @@
 # mypy: disable-error-code="arg-type,call-overload,union-attr,list-item"
 """POST /v1/completions against a real server on SmolLM2-135M (openai client and httpx). Each test
-that takes `smol_server` runs on every engine; those that take `smol_llama_cpp` check what only
-llama.cpp does."""
+that takes `smol_server` runs on every engine (`smol_engine` names it)."""
 
 from __future__ import annotations
 
 import json
-import math
-from typing import Any
 
 import httpx
-import numpy as np
 import openai
 import pytest
 
+from tests.e2e import reference_logits
 from tests.e2e.configs import SMOL, SMOL_ALIAS
 from tests.e2e.server import Server
 
@@ -123,41 +120,14 @@ def test_token_id_prompt_matches_text_prompt(
     assert out.choices[0].text == greedy.choices[0].text
 
 
-def _reference_llama() -> Any:
-    """llama-cpp-python's own Llama on the same GGUF, keeping every position's logits."""
-    from llama_cpp import Llama
-
-    from aios_serve.models.bundled import resolve_bundled
-
-    return Llama(
-        str(resolve_bundled("smollm2-135m-instruct")),
-        n_ctx=256,
-        logits_all=True,
-        verbose=False,
-        n_threads=2,
-        flash_attn=True,
-    )
+def _token_ids(url: str, texts: list[str]) -> list[int]:
+    """The id of each one-token text (the legacy logprobs give tokens as text)."""
+    body = {"model": SMOL, "add_special_tokens": False}
+    return [httpx.post(f"{url}/tokenize", json={**body, "prompt": t}).json()["tokens"][0] for t in texts]
 
 
-def _log_softmax(row: Any) -> np.ndarray:
-    logits = np.asarray(row, dtype=np.float64)
-    shifted = logits - logits.max()
-    return shifted - math.log(np.exp(shifted).sum())
-
-
-def _reference_logprobs(prompt_ids: list[int], output_ids: list[int]) -> list[np.ndarray]:
-    """Log-softmax of llama.cpp's logits, computed here with llama-cpp-python's own Llama."""
-    llm = _reference_llama()
-    llm.eval(prompt_ids)  # then one token per step, as the engine decodes a single stream
-    rows = []
-    for token_id in output_ids:
-        rows.append(_log_softmax(llm.scores[llm.n_tokens - 1]))
-        llm.eval([token_id])
-    return rows
-
-
-def test_logprobs_are_the_log_softmax_of_the_logits(smol_llama_cpp: Server) -> None:
-    out = smol_llama_cpp.client(timeout=120).completions.create(
+def test_logprobs_are_the_log_softmax_of_the_logits(smol_server: Server, smol_engine: str) -> None:
+    out = smol_server.client(timeout=120).completions.create(
         model=SMOL, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=3
     )
     lp = out.choices[0].logprobs
@@ -165,15 +135,10 @@ def test_logprobs_are_the_log_softmax_of_the_logits(smol_llama_cpp: Server) -> N
         lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset is not None
     )
     assert len(lp.tokens) == 8 and len(lp.top_logprobs) == 8
-    tokenize = httpx.post(f"{smol_llama_cpp.url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()
+    tokenize = httpx.post(f"{smol_server.url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()
     prompt_ids = tokenize["tokens"]
-    output_ids = [
-        httpx.post(
-            f"{smol_llama_cpp.url}/tokenize", json={"model": SMOL, "prompt": t, "add_special_tokens": False}
-        ).json()["tokens"][0]
-        for t in lp.tokens
-    ]
-    reference = _reference_logprobs(prompt_ids, output_ids)
+    output_ids = _token_ids(smol_server.url, lp.tokens)
+    reference = reference_logits.output_rows(smol_engine, prompt_ids, output_ids)
     for i, token_id in enumerate(output_ids):
         assert lp.token_logprobs[i] == pytest.approx(reference[i][token_id], abs=2e-3)
         top = lp.top_logprobs[i]
@@ -187,16 +152,9 @@ def test_logprobs_are_the_log_softmax_of_the_logits(smol_llama_cpp: Server) -> N
     assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(8)]
 
 
-def _reference_prompt_logprobs(prompt_ids: list[int]) -> list[np.ndarray]:
-    """Log-softmax after each prompt token but the last, from llama-cpp-python's own Llama."""
-    llm = _reference_llama()
-    llm.eval(prompt_ids)
-    return [_log_softmax(llm.scores[position]) for position in range(len(prompt_ids) - 1)]
-
-
-def test_echo_with_logprobs_scores_the_prompt(smol_llama_cpp: Server) -> None:
-    client = smol_llama_cpp.client(timeout=120)
-    prompt_ids = httpx.post(f"{smol_llama_cpp.url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()[
+def test_echo_with_logprobs_scores_the_prompt(smol_server: Server, smol_engine: str) -> None:
+    client = smol_server.client(timeout=120)
+    prompt_ids = httpx.post(f"{smol_server.url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()[
         "tokens"
     ]
     out = client.completions.create(
@@ -206,7 +164,7 @@ def test_echo_with_logprobs_scores_the_prompt(smol_llama_cpp: Server) -> None:
     assert lp is not None and lp.token_logprobs is not None and lp.top_logprobs is not None
     assert len(lp.tokens) == len(prompt_ids) + 4
     assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
-    reference = _reference_prompt_logprobs(prompt_ids)
+    reference = reference_logits.prompt_rows(smol_engine, prompt_ids)
     for position in range(1, len(prompt_ids)):
         expected = reference[position - 1]
         assert lp.token_logprobs[position] == pytest.approx(expected[prompt_ids[position]], abs=2e-3)
@@ -224,10 +182,10 @@ def test_echo_with_logprobs_scores_the_prompt(smol_llama_cpp: Server) -> None:
     assert streamed == pytest.approx(lp.token_logprobs, abs=1e-6)
 
 
-def test_vllm_prompt_logprobs_shape(smol_llama_cpp: Server) -> None:
+def test_vllm_prompt_logprobs_shape(smol_server: Server) -> None:
     body = {"model": SMOL, "prompt": PROMPT, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 1}
-    choice = httpx.post(f"{smol_llama_cpp.url}/v1/completions", json=body, timeout=60).json()["choices"][0]
-    prompt_ids = httpx.post(f"{smol_llama_cpp.url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()[
+    choice = httpx.post(f"{smol_server.url}/v1/completions", json=body, timeout=60).json()["choices"][0]
+    prompt_ids = httpx.post(f"{smol_server.url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()[
         "tokens"
     ]
     entries = choice["prompt_logprobs"]
@@ -239,26 +197,26 @@ def test_vllm_prompt_logprobs_shape(smol_llama_cpp: Server) -> None:
         assert len(best) == 1 and best[0]["logprob"] >= actual["logprob"]
 
 
-def test_chat_prompt_logprobs(smol_llama_cpp: Server) -> None:
+def test_chat_prompt_logprobs(smol_server: Server) -> None:
     body = {
         "model": SMOL,
         "messages": [{"role": "user", "content": "Hi"}],
         "max_tokens": 1,
         "prompt_logprobs": 0,
     }
-    answer = httpx.post(f"{smol_llama_cpp.url}/v1/chat/completions", json=body, timeout=60).json()
+    answer = httpx.post(f"{smol_server.url}/v1/chat/completions", json=body, timeout=60).json()
     entries = answer["prompt_logprobs"]
     assert entries[0] is None and len(entries) > 3
     assert all(len(entry) == 1 and next(iter(entry.values()))["logprob"] <= 0 for entry in entries[1:])
 
 
-def test_logit_bias_forces_a_token(smol_llama_cpp: Server) -> None:
+def test_logit_bias_forces_a_token(smol_server: Server) -> None:
     forced = httpx.post(
-        f"{smol_llama_cpp.url}/tokenize",
+        f"{smol_server.url}/tokenize",
         json={"model": SMOL, "prompt": " banana", "add_special_tokens": False},
     ).json()["tokens"]
     assert len(forced) == 1
-    client = smol_llama_cpp.client(timeout=120)
+    client = smol_server.client(timeout=120)
     out = client.completions.create(
         model=SMOL, prompt=PROMPT, max_tokens=3, temperature=0.7, seed=3, logit_bias={str(forced[0]): 100}
     )
@@ -338,35 +296,43 @@ def test_stream_usage_options(smol_client: openai.OpenAI) -> None:
     assert running and running == sorted(running) and running[-1] == 5
 
 
-OPENVINO_REFUSES = [
-    ({"logit_bias": {"11": 5}}, "logit_bias"),
-    ({"logprobs": 2}, "logprobs"),
-    ({"echo": True, "logprobs": 0}, "echo"),
-    ({"prompt_logprobs": 1}, "prompt_logprobs"),
-    ({"presence_penalty": 0.5}, "presence_penalty"),
-    ({"frequency_penalty": 0.5}, "frequency_penalty"),
-]
+def test_logprobs_k_gives_k_alternatives_plus_the_sampled_token(smol_client: openai.OpenAI) -> None:
+    """OpenAI's legacy API and vLLM: `logprobs: k` lists the k best tokens and, where the sampled
+    token is not among them, that token too (k + 1 entries)."""
+    out = smol_client.completions.create(
+        model=SMOL, prompt=PROMPT, max_tokens=24, temperature=1.8, seed=11, logprobs=1
+    )
+    lp = out.choices[0].logprobs
+    assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs
+    sizes = []
+    for token, chosen, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
+        assert top is not None and token in top and top[token] == pytest.approx(chosen, abs=1e-9)
+        best = max(top.values())
+        sizes.append(len(top))
+        assert len(top) == (1 if chosen == pytest.approx(best, abs=1e-9) else 2), top
+    assert 2 in sizes, "at temperature 1.8 some sampled token is not the best"  # seed 11, 24 tokens
 
 
-@pytest.mark.parametrize(("extra", "param"), OPENVINO_REFUSES)
-def test_openvino_refuses_what_it_cannot_run_with_a_400(
-    smol_openvino: Server, smol_llama_cpp: Server, extra: dict[str, Any], param: str
-) -> None:
-    """OpenVINO GenAI has no logit bias, no prompt scores, no top alternatives and other penalty
-    semantics: each such parameter is a 400 naming it and the engine, never silently dropped."""
-    url = smol_openvino.url
-    body = {"model": SMOL, "prompt": PROMPT, "max_tokens": 2, **extra}
-    answer = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
-    assert answer.status_code == 400, answer.text
-    error = answer.json()["error"]
-    assert error["param"] == param and "openvino" in error["message"], error
-    assert httpx.post(f"{smol_llama_cpp.url}/v1/completions", json=body, timeout=60).status_code == 200
-
-
-def test_openvino_reports_the_chosen_tokens_logprob(smol_openvino: Server) -> None:
-    """`logprobs: 0` works on OpenVINO: the chosen token's log-probability, no alternatives."""
-    url = smol_openvino.url
-    body = {"model": SMOL, "prompt": PROMPT, "max_tokens": 4, "temperature": 0, "logprobs": 0}
-    logprobs = httpx.post(f"{url}/v1/completions", json=body, timeout=60).json()["choices"][0]["logprobs"]
-    assert len(logprobs["tokens"]) == 4
-    assert all(value is not None and value <= 0 for value in logprobs["token_logprobs"])
+def test_penalties_subtract_from_the_logits_as_openai_says(smol_server: Server, smol_engine: str) -> None:
+    """Greedy with frequency and presence penalties takes, at every step, the best of the
+    engine's own logits minus `frequency * count + presence` for each token generated so far
+    (OpenAI's rule; OpenVINO GenAI's moved negative logits up instead)."""
+    frequency, presence = 0.9, 0.6
+    body = {"model": SMOL, "prompt": PROMPT, "max_tokens": 24, "temperature": 0, "logprobs": 0}
+    plain = httpx.post(f"{smol_server.url}/v1/completions", json=body, timeout=60).json()["choices"][0]
+    penalized_body = {**body, "frequency_penalty": frequency, "presence_penalty": presence}
+    choice = httpx.post(f"{smol_server.url}/v1/completions", json=penalized_body, timeout=60).json()
+    choice = choice["choices"][0]
+    assert choice["text"] != plain["text"], "the penalties changed nothing"
+    prompt_ids = httpx.post(f"{smol_server.url}/tokenize", json={"model": SMOL, "prompt": PROMPT}).json()[
+        "tokens"
+    ]
+    output_ids = _token_ids(smol_server.url, choice["logprobs"]["tokens"])
+    rows = reference_logits.output_rows(smol_engine, prompt_ids, output_ids)
+    counts: dict[int, int] = {}
+    for row, token_id in zip(rows, output_ids, strict=True):
+        adjusted = row.copy()
+        for seen, count in counts.items():
+            adjusted[seen] -= frequency * count + presence
+        assert adjusted[token_id] >= adjusted.max() - 1e-3, (token_id, int(adjusted.argmax()))
+        counts[token_id] = counts.get(token_id, 0) + 1

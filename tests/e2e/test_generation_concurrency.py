@@ -123,16 +123,16 @@ def _prompt_passes(base_url: str) -> float:
     raise AssertionError("no prompt-pass counter for the model in /metrics")
 
 
-def test_prompts_arriving_together_share_prefill_passes(smol_llama_cpp: Server) -> None:
-    """Eight prompts of one length sent at once share passes (the first to arrive may start
-    alone) instead of taking one pass each; prompts of different lengths never share one. Our
-    llama.cpp loop counts its passes (OpenVINO's pipeline reports none)."""
-    base_url = smol_llama_cpp.url
+def test_prompts_arriving_together_share_prefill_passes(smol_server: Server) -> None:
+    """Eight prompts sent at once share passes (the first to arrive may start alone) instead of
+    taking one pass each, on either engine (llama.cpp runs prompts of one length together,
+    openvino prompts of any lengths with the decode tokens)."""
+    base_url = smol_server.url
     questions = [f"Name one colour of thing number {i}." for i in range(8)]
     before = _prompt_passes(base_url)
 
     async def run_all() -> list[str]:
-        async with smol_llama_cpp.async_client(timeout=120) as client:
+        async with smol_server.async_client(timeout=120) as client:
 
             async def one(question: str) -> str:
                 out = await client.chat.completions.create(

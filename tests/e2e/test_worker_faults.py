@@ -30,7 +30,7 @@ EMBEDDING = "minilm"
 def worker_server(folder: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """(base URL, server pid) of a server with SmolLM2 in a worker and an embedding model."""
     models = [
-        smol(SMOL, engine="llama.cpp", n_threads=2, max_num_seqs=8, worker=True),
+        smol(SMOL, engine="openvino", n_threads=2, max_num_seqs=8, worker=True),
         minilm(EMBEDDING),
     ]
     with Server(folder, models, env=env) as server:

@@ -228,9 +228,7 @@ def test_a_reused_prefix_gives_the_logits_of_a_full_prefill(model: OpenVinoPaged
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def engine(model: OpenVinoPagedModel) -> AsyncIterator[LocalEngine]:
-    local = LocalEngine(
-        model, name=SMOL, engine_name="openvino-paged", kv_cells=model.kv_cells, max_queued=64
-    )
+    local = LocalEngine(model, name=SMOL, engine_name="openvino", kv_cells=model.kv_cells, max_queued=64)
     await local.start()
     yield local
     await local.stop()
@@ -312,7 +310,7 @@ async def test_small_pool_raises_and_the_engine_queues(model: OpenVinoPagedModel
     with pytest.raises(KvCacheFull):
         small.decode([BatchItem(list(p) * 3, 0, [i]) for i, p in enumerate(prompts)])
     assert small.pool.free_blocks == 4
-    local = LocalEngine(small, name=SMOL, engine_name="openvino-paged", kv_cells=small.kv_cells, max_queued=8)
+    local = LocalEngine(small, name=SMOL, engine_name="openvino", kv_cells=small.kv_cells, max_queued=8)
     await local.start()
     try:
         params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
@@ -342,19 +340,19 @@ async def test_greedy_agreement_with_llama_cpp(engine: LocalEngine) -> None:
     finally:
         reference.close()
     result = await fidelity.measure(engine, runs)
-    print(
-        f"\n{SMOL} openvino-paged (Q8_0 rewrite, f32) against llama.cpp, teacher-forced: {result.describe()}"
-    )
+    print(f"\n{SMOL} openvino (Q8_0 rewrite, f32) against llama.cpp, teacher-forced: {result.describe()}")
     assert result.agreement >= 0.75
 
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_the_factory_builds_it() -> None:
     path = resolve_bundled(SMOL)
+    # `openvino-paged`, this engine's name while it was experimental, still names it
     options = {"engine": "openvino-paged", "inference_precision": "f32", "n_threads": 2, "max_num_seqs": 4}
     engine = await open_engine(EngineSpec(name=SMOL, path=str(path), max_model_len=1024, options=options))
     try:
-        assert isinstance(engine, LocalEngine) and engine.engine_name == "openvino-paged"
+        assert isinstance(engine, LocalEngine) and engine.engine_name == "openvino"
+        assert engine.engine_details.startswith("precision f32 (asked f32; CPU ")
         assert isinstance(engine.backend, OpenVinoPagedModel) and engine.backend.precision == "f32"
         assert engine.context_length == 1024
         out = await _run(engine, _chat(engine.backend, "Hi!"), SamplingParams(max_tokens=3, ignore_eos=True))

@@ -155,6 +155,9 @@ class HfCausalModel:
     def reuse_prefix(self, seq_id: int, tokens: list[int]) -> int | None:
         return None  # no prefix cache
 
+    def cells_in_use(self) -> int | None:
+        return None  # no block pool
+
     def copy_sequence(self, source: int, target: int) -> None:
         self._caches[target] = copy.deepcopy(self._caches[source])
 

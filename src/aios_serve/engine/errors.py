@@ -32,16 +32,6 @@ class EngineUnavailable(EngineError):
         self.retry_after = retry_after
 
 
-class UnsupportedParameter(EngineError):
-    """A sampling parameter this engine cannot honour; `param` is the `SamplingParams` field."""
-
-    def __init__(self, param: str, engine: str, detail: str = "") -> None:
-        message = f"`{param}` is not supported by the {engine} engine"
-        super().__init__(message + (f": {detail}" if detail else "."))
-        self.param = param
-        self.engine = engine
-
-
 class GrammarError(EngineError, ValueError):
     """A schema or tool definition that cannot be compiled into a grammar."""
 

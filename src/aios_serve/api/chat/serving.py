@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -138,9 +138,6 @@ class ChatServing(GenerationServing[ChatCompletionRequest, ChatWork]):
 
     def constraint_param(self, request: ChatCompletionRequest) -> str:
         return "tools" if request.tools and request.tool_choice != "none" else "response_format"
-
-    def renamed_params(self, request: ChatCompletionRequest) -> Mapping[str, str]:
-        return {"logprobs": "top_logprobs"}
 
     async def preprocess(
         self, context: RequestContext, request: ChatCompletionRequest, model: GenerationModel

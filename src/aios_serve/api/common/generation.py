@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -156,15 +156,11 @@ class GenerationServing(
         """Each chunk's choices, as the engine's updates come (position: the prompt's index)."""
 
     def engine_error(self, exc: EngineError, request: RequestT) -> ApiError:
-        return api_error_from_engine(exc, self.constraint_param(request), self.renamed_params(request))
+        return api_error_from_engine(exc, self.constraint_param(request))
 
     def constraint_param(self, request: RequestT) -> str:
         """The request field an output constraint came from (named when it does not compile)."""
         return "response_format"
-
-    def renamed_params(self, request: RequestT) -> Mapping[str, str]:
-        """Engine parameter names as this request asked for them."""
-        return {}
 
     async def _events(
         self,

@@ -3,7 +3,7 @@ OpenAI's legacy shape (or stream it)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,10 +92,6 @@ class CompletionServing(GenerationServing[CompletionRequest, CompletionWork]):
     id_prefix = "cmpl"
     response_type = CompletionResponse
     chunk_type = CompletionStreamResponse
-
-    def renamed_params(self, request: CompletionRequest) -> Mapping[str, str]:
-        """`echo` with `logprobs` is what asked the engine for prompt log-probabilities."""
-        return {"prompt_logprobs": "echo"} if request.echo and request.prompt_logprobs is None else {}
 
     async def preprocess(
         self, context: RequestContext, request: CompletionRequest, model: GenerationModel

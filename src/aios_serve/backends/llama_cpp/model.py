@@ -122,6 +122,9 @@ class LlamaCppModel(LlamaCppVocab):
     def reuse_prefix(self, seq_id: int, tokens: list[int]) -> int | None:
         return None  # no prefix cache
 
+    def cells_in_use(self) -> int | None:
+        return None  # no block pool
+
     def copy_sequence(self, source: int, target: int) -> None:
         llama.llama_memory_seq_cp(self._memory, source, target, -1, -1)
 

@@ -15,6 +15,7 @@ from aios_serve.backends.openvino_paged.blocks import BlockPool, Write
 from aios_serve.backends.openvino_paged.cache import KvCache, block_size, blocks_for_budget
 from aios_serve.backends.openvino_paged.graph import LOGITS_INDICES, compile_paged
 from aios_serve.backends.openvino_paged.ir import cached_ir
+from aios_serve.backends.openvino_paged.precision import described
 from aios_serve.backends.protocols.generation import BatchItem, Logits
 
 log = logging.getLogger("aios_serve.backends.openvino_paged")
@@ -73,11 +74,13 @@ class OpenVinoPagedModel(LlamaCppVocab):
             self.cache.nbytes / (1 << 30),
         )
 
-    def describe(self) -> str:
-        """The compiled precision and the cache, for logs and benchmarks."""
+    def describe(self, asked: str = "") -> str:
+        """The compiled precision (and the option that `asked` for it) and the cache, for logs,
+        the start-up banner and benchmarks."""
         caching = "on" if self.pool.prefix_caching else "off"
+        shown = described(asked, self.precision) if asked else f"precision {self.precision}"
         return (
-            f"inference precision {self.precision}, KV {self.cache.element_type} "
+            f"{shown}, KV {self.cache.element_type} "
             f"{self.pool.num_blocks}x{self.pool.block_size} cells, prefix caching {caching}"
         )
 
@@ -160,6 +163,9 @@ class OpenVinoPagedModel(LlamaCppVocab):
 
     def reuse_prefix(self, seq_id: int, tokens: list[int]) -> int | None:
         return self.pool.reuse_prefix(seq_id, tokens) if self.pool.prefix_caching else None
+
+    def cells_in_use(self) -> int | None:
+        return self.pool.used_blocks * self.pool.block_size
 
     def copy_sequence(self, source: int, target: int) -> None:
         self.pool.copy_sequence(source, target)

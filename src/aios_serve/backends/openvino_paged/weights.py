@@ -2,7 +2,7 @@
 tensors exactly (F32, F16, Q8_0), else a Q8_0 rewrite made once by llama.cpp's quantizer
 (`pure`: every tensor Q8_0, none kept at a k-quant GenAI misreads) and cached by content hash.
 
-Why Q8_0 and not the GenAI engine's F16 rewrite (engine/generation/openvino/loading.py): on a
+Why Q8_0 and not an F16 rewrite (the route of the GenAI pipeline engine this one replaced): on a
 2-core Sapphire Rapids at f32 (dynamic activation quantization off, see graph.py), SmolLM2's
 Q8_0 model stepped in 15.8 ms for one sequence and 35.6 ms for 16, against 26.4 and 42.9 ms from
 F16 (it reads half the weight bytes; with dynamic quantization on, 12.9 and 21.8 ms, but prompt

@@ -96,6 +96,10 @@ class GenerationBackend(Vocabulary, ChatTemplateSource, Protocol):
         `tokens`, leaving at least one token to run; returns the tokens reused (None where the
         backend keeps no prefix cache)."""
 
+    def cells_in_use(self) -> int | None:
+        """KV cells that live sequences hold, where the backend keeps a block pool (shared blocks
+        count once); None: the engine counts its sequences' tokens."""
+
     def decode(self, items: list[BatchItem]) -> None:
         """Run one forward pass over all items; fill `item.logits` where asked.
 

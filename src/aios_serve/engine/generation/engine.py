@@ -153,7 +153,8 @@ class GenerationEngine:
 
     def _take_snapshot(self, batch_size: int) -> None:
         """Publish the scheduler's state for the metrics (one attribute write, so thread-safe)."""
-        used = sum(state.cached_tokens() for state in self._active)
+        pooled = self.backend.cells_in_use()
+        used = pooled if pooled is not None else sum(state.cached_tokens() for state in self._active)
         self.snapshot = EngineStats(
             running=len(self._active),
             waiting=len(self._waiting),

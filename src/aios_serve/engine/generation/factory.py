@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aios_serve.backends.protocols.generation import GenerationBackend, end_of_generation_ids
+from aios_serve.backends.protocols.generation import GenerationBackend
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.options import GenerationOptions
 
@@ -47,8 +47,6 @@ def build_engine(spec: EngineSpec, choice: str) -> EngineClient:
         return _transformers(spec)
     if choice == "openvino":
         return _openvino(spec)
-    if choice == "openvino-paged":
-        return _openvino_paged(spec)
     return _llama_cpp(spec)
 
 
@@ -82,8 +80,11 @@ def _threads(options: GenerationOptions) -> int:
     return options.n_threads or os.cpu_count() or 1
 
 
-def _local(spec: EngineSpec, backend: GenerationBackend, engine_name: str, kv_cells: int) -> EngineClient:
-    """Our batching loop in this process over a loaded backend."""
+def _local(
+    spec: EngineSpec, backend: GenerationBackend, engine_name: str, kv_cells: int, details: str = ""
+) -> EngineClient:
+    """Our batching loop in this process over a loaded backend (`details`: what the backend
+    says of itself, for the banner)."""
     from aios_serve.engine.generation.local import LocalEngine
 
     return LocalEngine(
@@ -92,6 +93,7 @@ def _local(spec: EngineSpec, backend: GenerationBackend, engine_name: str, kv_ce
         engine_name=engine_name,
         kv_cells=kv_cells,
         max_queued=spec.parsed_options.max_queued_requests,
+        details=details,
     )
 
 
@@ -146,42 +148,14 @@ def _transformers(spec: EngineSpec) -> EngineClient:
 
 
 def _openvino(spec: EngineSpec) -> EngineClient:
-    """OpenVINO GenAI's pipeline; it loads (and picks its file route) in `start()`."""
-    from aios_serve.backends.llama_cpp import LlamaCppVocab
-    from aios_serve.engine.generation.openvino import OpenVinoEngine
+    """OpenVINO's paged-attention model under our loop (the file as is where GenAI decodes it
+    exactly, else its Q8_0 rewrite: backends/openvino_paged/weights.py)."""
+    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights, precision
 
     options = spec.parsed_options
     gguf = Path(spec.path)
     if gguf.is_dir():
         raise ValueError(f"the openvino engine reads a .gguf file; {gguf} is a folder")
-    vocab = LlamaCppVocab(gguf)
-    context = min(_context(spec, options) or vocab.trained_context, vocab.trained_context)
-    return OpenVinoEngine(
-        gguf,
-        name=spec.name,
-        vocab=vocab,
-        eog_ids=end_of_generation_ids(vocab),
-        context_length=context,
-        max_sequences=options.max_num_seqs,
-        max_batch_tokens=options.max_batch_tokens,
-        kv_cache_gb=options.kv_cache_gb,
-        max_queued_requests=options.max_queued_requests,
-        enable_prefix_caching=options.prefix_caching,
-        n_threads=options.n_threads,
-        inference_precision=options.inference_precision,
-    )
-
-
-def _openvino_paged(spec: EngineSpec) -> EngineClient:
-    """Experimental: OpenVINO's paged-attention model under our loop (the file as is where
-    GenAI decodes it exactly, else its Q8_0 rewrite: backends/openvino_paged/weights.py)."""
-    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
-    from aios_serve.engine.generation.openvino import precision
-
-    options = spec.parsed_options
-    gguf = Path(spec.path)
-    if gguf.is_dir():
-        raise ValueError(f"the openvino-paged engine reads a .gguf file; {gguf} is a folder")
     weights, route = paged_weights(gguf)
     backend = OpenVinoPagedModel(
         gguf,
@@ -194,5 +168,6 @@ def _openvino_paged(spec: EngineSpec) -> EngineClient:
         kv_cache_gb=options.kv_cache_gb,
         prefix_caching=options.prefix_caching,
     )
-    log.info("%s: openvino-paged (%s; weights %s)", spec.name, backend.describe(), route)
-    return _local(spec, backend, "openvino-paged", backend.kv_cells)
+    details = f"{backend.describe(options.inference_precision)}; weights {route}"
+    log.info("%s: openvino (%s)", spec.name, details)
+    return _local(spec, backend, "openvino", backend.kv_cells, details)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from aios_serve.backends.protocols.generation import Vocabulary
-from aios_serve.engine.errors import EngineError, EngineUnavailable, QueueFull, UnsupportedParameter
+from aios_serve.engine.errors import EngineError, EngineUnavailable, QueueFull
 from aios_serve.engine.generation.constraints.spec import OutputConstraint
 from aios_serve.engine.generation.sampling import SamplingParams, TokenLogprobs
 from aios_serve.observability.engine_stats import EngineStats
@@ -32,7 +32,6 @@ __all__ = [
     "OutputConstraint",
     "QueueFull",
     "RequestUpdate",
-    "UnsupportedParameter",
     "UpdateStream",
     "Vocabulary",
 ]
@@ -149,7 +148,7 @@ class EngineClient(Protocol):
 
     @property
     def engine_name(self) -> str:
-        """`llama.cpp`, `transformers` or `openvino` (named in logs, errors and /v1/models)."""
+        """`openvino`, `llama.cpp` or `transformers` (named in logs, errors and /v1/models)."""
 
     @property
     def context_length(self) -> int:
@@ -173,8 +172,8 @@ class EngineClient(Protocol):
         """Fail what is still running and release the engine."""
 
     async def check(self, params: SamplingParams, n: int) -> None:
-        """Reject what this engine cannot run before anything streams: raises
-        UnsupportedParameter, or GrammarError for a constraint that does not compile."""
+        """Reject what this engine cannot run before anything streams: raises GrammarError for
+        a constraint that does not compile."""
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, n: int) -> UpdateStream:
         """Queue a request (raises QueueFull or EngineUnavailable); iterate the stream."""

@@ -28,11 +28,19 @@ class LocalEngine:
     """Our batching loop on one thread of this process, over a loaded backend."""
 
     def __init__(
-        self, backend: GenerationBackend, *, name: str, engine_name: str, kv_cells: int, max_queued: int
+        self,
+        backend: GenerationBackend,
+        *,
+        name: str,
+        engine_name: str,
+        kv_cells: int,
+        max_queued: int,
+        details: str = "",
     ) -> None:
         self.backend = backend
         self._name = name
         self._engine_name = engine_name
+        self._details = details
         self._kv_cells = kv_cells
         self._max_queued = max_queued
         self._loop: GenerationEngine | None = None
@@ -46,7 +54,7 @@ class LocalEngine:
 
     @property
     def engine_details(self) -> str:
-        return ""
+        return self._details
 
     @property
     def context_length(self) -> int:

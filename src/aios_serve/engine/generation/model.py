@@ -178,8 +178,8 @@ class GenerationModel:
         return engine.health() if isinstance(engine, WorkerEngine) else None
 
     async def check(self, params: SamplingParams, n: int) -> None:
-        """What the engine cannot run fails here, before anything streams (UnsupportedParameter,
-        GrammarError; EngineUnavailable while its worker is down)."""
+        """What the engine cannot run fails here, before anything streams (GrammarError;
+        EngineUnavailable while its worker is down)."""
         await self.engine.check(params, n)
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, n: int) -> UpdateStream:

@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-EngineName = Literal["auto", "openvino", "openvino-paged", "llama.cpp", "transformers"]
+EngineName = Literal["auto", "openvino", "llama.cpp", "transformers"]
+OLD_SPELLINGS = {"llama_cpp": "llama.cpp", "openvino-paged": "openvino"}
+"""Engine names of earlier releases and what they name now."""
 InferencePrecision = Literal["auto", "f32", "bf16"]
 
 
@@ -17,18 +19,18 @@ class GenerationOptions(BaseModel):
 
     engine: EngineName = Field(default="auto", validation_alias=AliasChoices("engine", "backend"))
     """`auto`: a .gguf file on OpenVINO where it loads there (else llama.cpp, with the reason
-    logged), a folder on transformers. `openvino-paged` (experimental): OpenVINO's paged-attention
-    model driven by our own loop (backends/openvino_paged). `backend` is the older name."""
+    logged), a folder on transformers. `openvino`: OpenVINO's paged-attention model driven by our
+    own loop (backends/openvino_paged). `backend` is the older name of this option."""
     worker: bool = True
     """Run the engine in its own worker process (supervised and restarted); off: in process."""
     kv_cache_gb: int = Field(default=1, ge=1)
     """OpenVINO only: the paged KV cache's size in GB."""
     prefix_caching: bool = True
-    """OpenVINO only: reuse the KV blocks of a prompt prefix seen before."""
+    """OpenVINO only: reuse the KV blocks of a prompt prefix seen before (vLLM's scheme)."""
     inference_precision: InferencePrecision = "auto"
     """OpenVINO only: the CPU plugin's activation precision. `f32` keeps batched greedy output
     equal to sequential but for rare near-ties; `bf16` is faster where the CPU computes bf16
-    natively; `auto` picks per CPU (engine/generation/openvino/precision.py)."""
+    natively; `auto` picks per CPU (backends/openvino_paged/precision.py)."""
     n_ctx: int | None = Field(default=None, gt=0)
     """The longest prompt plus output of one sequence; default: min(trained context, 8192)."""
     kv_unified: bool = False
@@ -55,4 +57,4 @@ class GenerationOptions(BaseModel):
     @field_validator("engine", mode="before")
     @classmethod
     def _old_spelling(cls, value: object) -> object:
-        return "llama.cpp" if value == "llama_cpp" else value
+        return OLD_SPELLINGS.get(value, value) if isinstance(value, str) else value

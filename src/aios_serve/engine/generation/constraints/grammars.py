@@ -66,8 +66,8 @@ def tool_call_grammar(
     separated by exactly one newline (tests/unit/test_constraints.py checks both on the Qwen
     vocabulary). Parallel calls are neither capped nor kept distinct: a cap would be a guess at
     how many calls a request needs (the weather in six cities is six calls), and "unlike every
-    earlier block" is no context-free rule, so neither llguidance nor the OpenVINO engine's
-    xgrammar can express it; masking, token by token, whatever would complete a duplicate can
+    earlier block" is no context-free rule, so no grammar engine (llguidance, xgrammar) can
+    express it; masking, token by token, whatever would complete a duplicate can
     leave no allowed token (once a closed schema's last value is written, only the closing braces
     are). An answer that repeats itself into `max_tokens` keeps its whole calls and ends with
     finish_reason `length` (api/chat/tools.py).

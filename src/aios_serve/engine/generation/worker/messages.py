@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aios_serve.engine.errors import EngineUnavailable, GrammarError, QueueFull, UnsupportedParameter
+from aios_serve.engine.errors import EngineUnavailable, GrammarError, QueueFull
 from aios_serve.engine.generation.interface import RequestUpdate
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.observability.engine_stats import EngineStats
@@ -82,10 +82,8 @@ class Failed:
 class ErrorInfo:
     """An engine error as plain data: `kind` picks the exception type on the server side."""
 
-    kind: str  # "queue_full" | "unavailable" | "unsupported" | "grammar" | "internal"
+    kind: str  # "queue_full" | "unavailable" | "grammar" | "internal"
     message: str
-    param: str = ""
-    engine: str = ""
     retry_after: int = 1
 
 
@@ -131,8 +129,6 @@ def encode_error(exc: BaseException) -> ErrorInfo:
         return ErrorInfo("queue_full", str(exc), retry_after=exc.retry_after)
     if isinstance(exc, EngineUnavailable):
         return ErrorInfo("unavailable", str(exc), retry_after=exc.retry_after)
-    if isinstance(exc, UnsupportedParameter):
-        return ErrorInfo("unsupported", str(exc), param=exc.param, engine=exc.engine)
     if isinstance(exc, GrammarError):
         return ErrorInfo("grammar", str(exc))
     return ErrorInfo("internal", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
@@ -144,10 +140,6 @@ def decode_error(info: ErrorInfo) -> Exception:
         return QueueFull(info.message, info.retry_after)
     if info.kind == "unavailable":
         return EngineUnavailable(info.message, info.retry_after)
-    if info.kind == "unsupported":
-        error = UnsupportedParameter(info.param, info.engine)
-        error.args = (info.message,)
-        return error
     if info.kind == "grammar":
         return GrammarError(info.message)
     return RuntimeError(info.message)

@@ -1,16 +1,13 @@
-"""The experimental openvino-paged engine (OpenVINO's paged-attention model under our loop)
-against OpenVINO GenAI's pipeline (`openvino`) and llama.cpp, in process (no HTTP, 2 threads).
+"""The openvino engine (OpenVINO's paged-attention model under our loop) against our llama.cpp
+engine on the same GGUF, in process (no HTTP, 2 threads).
 
-Per bundled chat model, the three engines loaded at once: decode tok/s of one stream and
-aggregate tok/s of 16 streams (128 tokens, EOS ignored, greedy), run in turns (the engine order
-reversed every round) and reported as medians over `--rounds`. Then the prefix cache: the time
-to first token of a prompt of ~1,000 tokens new to the engine, and of a second prompt that shares
-all but its last question with it (medians; llama.cpp keeps no prefix cache across requests).
-Both OpenVINO engines run at the same `--precision`, each on its own weights' route for the
-bundled files: GenAI on their F16 rewrite, openvino-paged on their Q8_0 rewrite (`--paged-f16`:
-on the F16 rewrite too).
+Per bundled chat model, both engines loaded at once: decode tok/s of one stream and aggregate
+tok/s of 16 streams (128 tokens, EOS ignored, greedy), run in turns (the engine order reversed
+every round) and reported as medians over `--rounds`. Then the prefix cache: the time to first
+token of a prompt of ~1,000 tokens new to the engine, and of a second prompt that shares all but
+its last question with it (medians; llama.cpp keeps no prefix cache across requests).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_paged_speed.py --rounds 3
+    PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_speed.py --rounds 3 [--precision bf16]
 """
 
 from __future__ import annotations
@@ -21,14 +18,13 @@ import statistics
 import time
 from pathlib import Path
 
-from openvino_precision import chat_ids, genai_engine, greedy_tokens, speed
+from openvino_precision import chat_ids, greedy_tokens, openvino_engine, speed
 from servers import machine
 
 from aios_serve.backends.llama_cpp import LlamaCppModel, LlamaCppVocab
-from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
+from aios_serve.backends.openvino_paged import paged_weights
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.local import LocalEngine
-from aios_serve.engine.generation.openvino.loading import openvino_weights
 from aios_serve.models.bundled import resolve_bundled
 
 MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
@@ -36,19 +32,7 @@ STREAMS = (1, 16)
 THREADS = 2
 
 
-def _engines(path: Path, precision: str, paged_f16: bool) -> dict[str, EngineClient]:
-    vocab = LlamaCppVocab(path)
-    genai = genai_engine(path, vocab, precision)
-    paged = OpenVinoPagedModel(
-        path,
-        weights=openvino_weights(path)[0] if paged_f16 else paged_weights(path)[0],
-        context_length=2048,
-        max_sequences=16,
-        max_batch_tokens=512,
-        n_threads=THREADS,
-        precision=precision,
-        kv_cache_gb=1,
-    )
+def _engines(path: Path, precision: str) -> dict[str, EngineClient]:
     llama = LlamaCppModel(
         path,
         context_length=2048,
@@ -59,25 +43,22 @@ def _engines(path: Path, precision: str, paged_f16: bool) -> dict[str, EngineCli
         n_threads_batch=THREADS,
     )
     return {
-        "openvino-paged": LocalEngine(
-            paged, name=path.stem, engine_name="openvino-paged", kv_cells=paged.kv_cells, max_queued=1024
-        ),
-        "openvino": genai,
+        "openvino": openvino_engine(path, precision, THREADS),
         "llama.cpp": LocalEngine(
             llama, name=path.stem, engine_name="llama.cpp", kv_cells=llama.kv_cells, max_queued=1024
         ),
     }
 
 
-async def _model(name: str, precision: str, rounds: int, max_tokens: int, paged_f16: bool) -> None:
+async def _model(name: str, precision: str, rounds: int, max_tokens: int) -> None:
     path = resolve_bundled(name)
-    engines = await asyncio.to_thread(_engines, path, precision, paged_f16)
+    engines = await asyncio.to_thread(_engines, path, precision)
     for engine in engines.values():
         await engine.start()
     try:
         vocab = LlamaCppVocab(path)
         prompt = chat_ids(vocab, "Write a long story about a lighthouse keeper.")
-        await speed(engines["openvino-paged"], prompt, 2, 8)  # warm-up: first-call compilation
+        await speed(engines["openvino"], prompt, 2, 8)  # warm-up: first-call compilation
         speeds: dict[tuple[str, int], list[float]] = {}
         names = list(engines)
         for round_index in range(rounds):
@@ -86,11 +67,8 @@ async def _model(name: str, precision: str, rounds: int, max_tokens: int, paged_
                 for engine_name in order:
                     figure = await speed(engines[engine_name], prompt, streams, max_tokens)
                     speeds.setdefault((engine_name, streams), []).append(figure)
-        paged = engines["openvino-paged"]
-        assert isinstance(paged, LocalEngine) and isinstance(paged.backend, OpenVinoPagedModel)
         print(f"\n### {name}: {rounds} rounds, {max_tokens} tokens, {THREADS} threads")
-        route = "F16" if paged_f16 else "Q8_0"
-        print(f"openvino-paged: {paged.backend.describe()}, {route} rewrite; openvino (GenAI): F16 rewrite")
+        print(f"openvino: {engines['openvino'].engine_details}, weights {paged_weights(path)[1]}")
         print("| engine | 1 stream tok/s | 16 streams tok/s |")
         print("|---|---|---|")
         for engine_name in names:
@@ -137,11 +115,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--paged-f16", action="store_true", help="openvino-paged on the F16 rewrite")
     args = parser.parse_args()
     print(f"machine: {machine()}; OpenVINO precision {args.precision}")
     for name in args.models:
-        asyncio.run(_model(name, args.precision, args.rounds, args.max_tokens, args.paged_f16))
+        asyncio.run(_model(name, args.precision, args.rounds, args.max_tokens))
 
 
 if __name__ == "__main__":
