@@ -260,7 +260,10 @@ def test_tool_arguments_have_no_undeclared_property(tools_client: openai.OpenAI)
         tools_client, 10, messages=ask_more, tools=[TIME], tool_choice="required", max_tokens=80
     )
     for response in responses:
-        for call in response.choices[0].message.tool_calls or []:
+        calls = response.choices[0].message.tool_calls or []
+        if response.choices[0].finish_reason == "length":  # a cut last call has partial arguments
+            calls = calls[:-1]
+        for call in calls:
             jsonschema.validate(json.loads(call.function.arguments), closed)
 
 
@@ -324,8 +327,8 @@ def test_required_with_parallel_calls_ends_with_whole_calls_for_20_seeds(
     """20 seeds at temperature 1, parallel calls allowed. One call is 30-40 tokens, so max_tokens
     cuts any answer inside the block it goes on to: asked about Paris, a seed may repeat the call
     until max_tokens (seen on llama.cpp: 1 in 20 wrote 5 calls); asked about three cities, about 8
-    in 20 write two calls and are cut at the third's open tag (which the OpenVINO engine's grammar
-    spells in pieces). The cut block is no content; the whole calls before it stay."""
+    in 20 write two calls and are cut at the third's open tag. The cut block is no content; the
+    whole calls before it stay."""
     responses = chat_for_seeds(
         tools_client, 20, messages=messages, tools=[WEATHER], tool_choice="required", max_tokens=max_tokens
     )
@@ -354,7 +357,7 @@ def test_a_block_cut_by_max_tokens_is_never_content(tools_client: openai.OpenAI)
     full = tools_client.chat.completions.create(**kwargs, max_tokens=120, logprobs=True).choices[0]
     expected = [(c.function.name, c.function.arguments) for c in full.message.tool_calls or []]
     assert len(expected) == 2 and full.finish_reason == "tool_calls", full
-    # the first block's length in tokens (the OpenVINO engine's grammar spells the tags in pieces)
+    # the first block's length in tokens (a grammar may spell the tags in several tokens)
     tokens = [entry.token for entry in (full.logprobs and full.logprobs.content) or []]
     first_end = next(n for n in range(len(tokens) + 1) if "</tool_call>" in "".join(tokens[:n]))
     cut_calls = 0
