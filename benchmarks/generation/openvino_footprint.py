@@ -1,0 +1,84 @@
+"""The openvino engine's backend alone on any GGUF: load time, memory, and one sequence's decode
+step, per precision (no engine loop, no server).
+
+Per `--precision`, in a fresh process each (so one's memory does not count in the other's): the
+backend loads (building the Q8_0 rewrite and IR first if they are not cached), prefills a
+~110-token prompt, then decodes `--steps` greedy tokens one at a time. Printed: the route, load
+seconds, RSS after load and after decoding split into anonymous memory and mapped files (the IR's
+weights are mapped; clean file pages are reclaimable), peak RSS, and milliseconds per step.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_footprint.py FILE.gguf \\
+        --precision f32 bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from servers import machine
+
+from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
+from aios_serve.backends.protocols.generation import BatchItem
+
+
+def memory_mib() -> str:
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            fields[key] = int(rest.split()[0]) / 1024
+    return f"RSS {fields['VmRSS']:.0f} MiB (anonymous {fields['RssAnon']:.0f}, files {fields['RssFile']:.0f})"
+
+
+def measure(gguf: Path, precision: str, steps: int, kv_cache_gb: int) -> None:
+    weights, route = paged_weights(gguf)
+    started = time.perf_counter()
+    model = OpenVinoPagedModel(
+        gguf,
+        weights=weights,
+        context_length=2048,
+        max_sequences=16,
+        max_batch_tokens=512,
+        n_threads=2,
+        precision=precision,
+        kv_cache_gb=kv_cache_gb,
+    )
+    loaded = time.perf_counter() - started
+    print(f"{gguf.name} {precision}: {route} ({weights.stat().st_size / 2**20:.0f} MiB), {model.describe()}")
+    print(f"  loaded in {loaded:.1f} s: {memory_mib()}")
+    item = BatchItem(model.tokenize("Tell me a story about the sea and a lighthouse. " * 10, True), 0, [0])
+    model.decode([item])
+    started = time.perf_counter()
+    for _ in range(steps):
+        assert item.logits is not None
+        item = BatchItem([int(item.logits.argmax())], item.start_pos + len(item.tokens), [0])
+        model.decode([item])
+    step_ms = (time.perf_counter() - started) / steps * 1e3
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  {steps} decode steps: {step_ms:.1f} ms each; {memory_mib()}; peak RSS {peak:.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("gguf", type=Path)
+    parser.add_argument("--precision", nargs="+", default=["f32", "bf16"], choices=["f32", "bf16"])
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--kv-cache-gb", type=int, default=1)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child's run
+    args = parser.parse_args()
+    if args.one:
+        measure(args.gguf, args.precision[0], args.steps, args.kv_cache_gb)
+        return
+    print(f"machine: {machine()}")
+    for precision in args.precision:
+        child = [sys.executable, __file__, str(args.gguf), "--one", "--precision", precision]
+        subprocess.run([*child, "--steps", str(args.steps), "--kv-cache-gb", str(args.kv_cache_gb)], check=True)
+
+
+if __name__ == "__main__":
+    main()
