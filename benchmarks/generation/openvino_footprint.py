@@ -77,7 +77,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     for precision in args.precision:
         child = [sys.executable, __file__, str(args.gguf), "--one", "--precision", precision]
-        subprocess.run([*child, "--steps", str(args.steps), "--kv-cache-gb", str(args.kv_cache_gb)], check=True)
+        child += ["--steps", str(args.steps), "--kv-cache-gb", str(args.kv_cache_gb)]
+        subprocess.run(child, check=True)
 
 
 if __name__ == "__main__":
