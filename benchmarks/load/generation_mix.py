@@ -3,11 +3,10 @@ bundled chat model, each answer judged against its own single-request reference.
 
 - `exact`: the chosen engine (default OpenVINO, in f32, where batched greedy output equals
   sequential but for rare near-ties), 8 sequences.
-- `small-kv`: llama.cpp with one KV pool of 1024 cells shared by 4 sequences (`kv_unified`) and a
-  queue of 16 requests. It also takes the long prompts (55-85 % of the pool each, so no two fit
-  at once): they exhaust the pool, and the server must queue them or answer 503, never 500.
-  llama.cpp is the engine whose pool can be made this small (OpenVINO's `kv_cache_gb` is 1 GB at
-  least, tens of thousands of tokens of this model).
+- `small-kv`: OpenVINO with a KV pool of 32 blocks (1024 cells, `num_kv_blocks`) shared by 4
+  sequences and a queue of 16 requests. It also takes the long prompts (55-85 % of the pool each,
+  so no two fit at once): they exhaust the pool, and the engine must queue or preempt them and
+  the server answer 503, never 500.
 
 Cross-talk verdict: an answer (or, for a stream the client closed early, the prefix it got) that
 equals its own reference is right; one that equals another prompt's reference and not its own,
@@ -43,6 +42,8 @@ FAMILY = {"chat-stream": "chat", "completion-stream": "completion", "long-comple
 SHORT_MAX_TOKENS = 16
 LONG_MAX_TOKENS = 8
 SMALL_KV_CELLS = 1024
+KV_BLOCK = 32
+"""Tokens per KV block of OpenVINO's CPU paged attention."""
 SMALL_KV_SEQUENCES = 4
 SMALL_KV_QUEUE = 16
 LONG_SHARES = (0.55, 0.65, 0.75, 0.85)
@@ -74,11 +75,11 @@ class GenerationSetup:
         if self.engine == "openvino":
             exact["inference_precision"] = "f32"
         small: dict[str, Any] = {
-            "engine": "llama.cpp",
+            "engine": "openvino",
+            "inference_precision": "f32",
             "n_threads": 1,
             "n_ctx": SMALL_KV_CELLS,
-            "kv_unified": True,
-            "kv_cells": SMALL_KV_CELLS,
+            "num_kv_blocks": SMALL_KV_CELLS // KV_BLOCK,
             "max_num_seqs": SMALL_KV_SEQUENCES,
             "max_queued_requests": SMALL_KV_QUEUE,
         }

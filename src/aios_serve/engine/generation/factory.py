@@ -166,6 +166,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         n_threads=_threads(options),
         precision=precision.resolve(options.inference_precision),
         kv_cache_gb=options.kv_cache_gb,
+        num_blocks=options.num_kv_blocks,
         prefix_caching=options.prefix_caching,
     )
     details = f"{backend.describe(options.inference_precision)}; weights {route}"

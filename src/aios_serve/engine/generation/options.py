@@ -25,6 +25,8 @@ class GenerationOptions(BaseModel):
     """Run the engine in its own worker process (supervised and restarted); off: in process."""
     kv_cache_gb: int = Field(default=1, ge=1)
     """OpenVINO only: the paged KV cache's size in GB."""
+    num_kv_blocks: int | None = Field(default=None, gt=0)
+    """OpenVINO only: the KV cache in blocks (of 32 tokens on CPU) instead of `kv_cache_gb`."""
     prefix_caching: bool = True
     """OpenVINO only: reuse the KV blocks of a prompt prefix seen before (vLLM's scheme)."""
     inference_precision: InferencePrecision = "auto"
