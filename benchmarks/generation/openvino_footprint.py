@@ -36,7 +36,7 @@ def memory_mib() -> str:
 
 
 def measure(gguf: Path, precision: str, steps: int, kv_cache_gb: int) -> None:
-    weights, route = paged_weights(gguf)
+    weights, route = paged_weights(gguf, precision)
     started = time.perf_counter()
     model = OpenVinoPagedModel(
         gguf,

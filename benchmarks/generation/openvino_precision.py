@@ -56,9 +56,10 @@ def poem_request(vocab: LlamaCppVocab, topic: str) -> list[int]:
 def openvino_engine(path: Path, precision: str, threads: int = 2) -> LocalEngine:
     """The openvino engine over a GGUF (its paged-weights route), in this process: 16 sequences,
     `threads` threads, at `precision`."""
+    weights, route = paged_weights(path, precision)
     backend = OpenVinoPagedModel(
         path,
-        weights=paged_weights(path)[0],
+        weights=weights,
         context_length=2048,
         max_sequences=16,
         max_batch_tokens=512,
@@ -72,7 +73,7 @@ def openvino_engine(path: Path, precision: str, threads: int = 2) -> LocalEngine
         engine_name="openvino",
         kv_cells=backend.kv_cells,
         max_queued=1024,
-        details=backend.describe(precision),
+        details=f"{backend.describe(precision)}; weights {route}",
     )
 
 
@@ -127,7 +128,7 @@ async def _model(name: str, rounds: int, max_tokens: int) -> None:
         poems = [poem_request(vocab, topic) for topic in POEM_TOPICS]
         prompts = [chat_ids(vocab, t) for t in fidelity.PROMPTS]
         references = await asyncio.to_thread(fidelity.reference_runs, path, prompts, fidelity.TOKENS)
-        print(f"\n### {name} ({paged_weights(path)[1]}), {rounds} rounds, {max_tokens} tokens")
+        print(f"\n### {name}, {rounds} rounds, {max_tokens} tokens")
         print("| precision | compiled | 1 stream tok/s | 16 streams tok/s | flips | fidelity |")
         print("|---|---|---|---|---|---|")
         for precision, engine in engines.items():
@@ -135,7 +136,7 @@ async def _model(name: str, rounds: int, max_tokens: int) -> None:
             fid = await fidelity.measure(engine, references)
             single = statistics.median(speeds[(precision, 1)])
             many = statistics.median(speeds[(precision, 16)])
-            compiled = engine.engine_details.split(",")[0]
+            compiled = engine.engine_details
             print(
                 f"| {precision} | {compiled} | {single:.1f} | {many:.1f} | {flips}/{len(poems)} | "
                 f"{fid.describe()} |"

@@ -148,15 +148,16 @@ def _transformers(spec: EngineSpec) -> EngineClient:
 
 
 def _openvino(spec: EngineSpec) -> EngineClient:
-    """OpenVINO's paged-attention model under our loop (the file as is where GenAI decodes it
-    exactly, else its Q8_0 rewrite: backends/openvino_paged/weights.py)."""
+    """OpenVINO's paged-attention model under our loop, built from the file or its rewrite for
+    the precision (Q8_0 at f32, F16 at bf16: backends/openvino_paged/weights.py)."""
     from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights, precision
 
     options = spec.parsed_options
     gguf = Path(spec.path)
     if gguf.is_dir():
         raise ValueError(f"the openvino engine reads a .gguf file; {gguf} is a folder")
-    weights, route = paged_weights(gguf)
+    compiled_at = precision.resolve(options.inference_precision)
+    weights, route = paged_weights(gguf, compiled_at)
     backend = OpenVinoPagedModel(
         gguf,
         weights=weights,
@@ -164,7 +165,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         max_sequences=options.max_num_seqs,
         max_batch_tokens=max(options.max_batch_tokens, options.max_num_seqs),
         n_threads=_threads(options),
-        precision=precision.resolve(options.inference_precision),
+        precision=compiled_at,
         kv_cache_gb=options.kv_cache_gb,
         num_blocks=options.num_kv_blocks,
         prefix_caching=options.prefix_caching,
