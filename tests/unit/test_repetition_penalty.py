@@ -142,3 +142,18 @@ def test_invalid_values_name_the_field(value: float) -> None:
     with pytest.raises(ValidationError) as raised:
         CompletionRequest(model="m", prompt="x", repetition_penalty=value)
     assert [error["loc"] for error in raised.value.errors()] == [("repetition_penalty",)]
+
+
+def test_openvino_gets_the_penalty() -> None:
+    """OpenVINO GenAI applies the same rule itself (engine/generation/openvino/config.py)."""
+    pytest.importorskip("openvino_genai")
+    from aios_serve.engine.generation.openvino.config import generation_config, unsupported
+
+    params = SamplingParams(max_tokens=8, temperature=0.0, repetition_penalty=1.5)
+    assert unsupported(params, 1, 8) is None
+    config = generation_config(params, choice_index=0, max_new_tokens=8, eog_ids=[2], structured=None)
+    assert config.repetition_penalty == pytest.approx(1.5)
+    plain = generation_config(
+        SamplingParams(max_tokens=8), choice_index=0, max_new_tokens=8, eog_ids=[2], structured=None
+    )
+    assert plain.repetition_penalty == 1.0

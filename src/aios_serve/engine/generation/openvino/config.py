@@ -7,6 +7,10 @@ What OpenVINO GenAI 2026.4 does differently (read in its sampler's source and me
 - `presence_penalty` / `frequency_penalty`: moved toward zero (`logit -= p` when the logit is
   >= 0, else `logit += p`), which raises negative logits; OpenAI's are plain subtractions.
   Different semantics, so both are refused when non-zero.
+- `repetition_penalty` is vLLM's rule (prompt and output tokens, positive logits divided, others
+  multiplied), so it is passed as is. Teacher-forced against our sampler over llama.cpp (SmolLM2,
+  20 prompts x 16 tokens, f32): 309-316/320 top-1 at 0.8-2.0, as 310/320 at 1.0; penalising
+  only the output in our sampler instead gave 258/320.
 - `ignore_eos` also disables `stop_token_ids`: the engine checks stop tokens itself.
 - structured output is xgrammar; its JSON schemas allow any whitespace, in which a small model
   loops until `max_tokens` (SmolLM2 did for 20 seeds of a strict schema). JSON parts are therefore
@@ -180,6 +184,7 @@ def generation_config(
         config.min_p = params.min_p
         seed = params.seed if params.seed is not None else random.getrandbits(63)
         config.rng_seed = (seed * 1_000_003 + choice_index) & 0xFFFFFFFFFFFFFFFF
+    config.repetition_penalty = params.repetition_penalty
     if params.logprobs is not None:
         config.logprobs = 1
     if structured is not None:
