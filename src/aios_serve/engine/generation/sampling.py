@@ -136,6 +136,7 @@ class SequenceSampler:
         self._seen: set[int] = set(self._seen_ids.tolist()) if self._repeat else set()
         self._new_ids: list[int] = []
         """Output ids in neither the prompt nor `_seen_ids` yet (appended on the next step)."""
+        self._row_width = -1
 
     def record(self, token_id: int) -> None:
         """Count a generated token for the frequency and presence penalties (and note it for the
@@ -147,8 +148,9 @@ class SequenceSampler:
 
     def _repeated_ids(self, n_logits: int) -> npt.NDArray[np.int64]:
         """The distinct ids of the prompt and the output so far (those within the logits row)."""
-        if self._seen_ids.size and self._seen_ids[-1] >= n_logits:  # np.unique sorted the prompt's
+        if n_logits != self._row_width:  # once: sampled ids always lie within the row
             self._seen_ids = self._seen_ids[self._seen_ids < n_logits]
+            self._row_width = n_logits
         if self._new_ids:
             new = np.asarray(self._new_ids, dtype=np.int64)
             self._seen_ids = np.concatenate([self._seen_ids, new])
