@@ -95,6 +95,7 @@ def sampling_params(
         min_p=request.min_p or 0.0,
         frequency_penalty=request.frequency_penalty or 0.0,
         presence_penalty=request.presence_penalty or 0.0,
+        repetition_penalty=1.0 if request.repetition_penalty is None else request.repetition_penalty,
         logit_bias={int(k): float(v) for k, v in (request.logit_bias or {}).items()},
         seed=request.seed,
         stop=tuple(request.stop_list()),

@@ -48,6 +48,8 @@ class SamplingFields(BaseModel):
     # vLLM extras
     top_k: int | None = Field(default=None, ge=-1)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    """As vLLM: > 0 and finite, no upper bound; None (or 1.0) is off."""
     ignore_eos: bool = False
     min_tokens: int = Field(default=0, ge=0)
     stop_token_ids: list[int] | None = None

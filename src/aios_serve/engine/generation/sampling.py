@@ -1,8 +1,9 @@
-"""Per-sequence sampling in numpy: penalties, logit bias, temperature, top-k/top-p/min-p, seeds,
+"""Per-sequence sampling in numpy: logit bias, penalties, temperature, top-k/top-p/min-p, seeds,
 and log-probabilities of the raw logits."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,9 @@ class SamplingParams:
     min_p: float = 0.0
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    """vLLM's: the logit of every token in the prompt or the output so far is divided by it where
+    positive, multiplied by it where not; 1.0 is off (the API checks it is > 0 and finite)."""
     logit_bias: dict[int, float] = field(default_factory=dict)
     seed: int | None = None
     stop: tuple[str, ...] = ()
@@ -98,10 +102,25 @@ def nucleus(probs: npt.NDArray[np.float64], top_p: float, min_p: float) -> npt.N
     return order[: _kept(probs[order], top_p, min_p)]
 
 
+def repetition_ids(prompt_ids: Sequence[int], params: SamplingParams) -> npt.NDArray[np.int64]:
+    """The prompt's distinct token ids, which the repetition penalty applies to (none when it is
+    off); computed once per request and shared by its choices' samplers."""
+    if params.repetition_penalty == 1.0:
+        return np.empty(0, dtype=np.int64)
+    return np.unique(np.asarray(prompt_ids, dtype=np.int64))
+
+
 class SequenceSampler:
     """Samples one sequence's tokens; owns its random generator and its output-token counts."""
 
-    def __init__(self, params: SamplingParams, choice_index: int, eog_ids: list[int]) -> None:
+    def __init__(
+        self,
+        params: SamplingParams,
+        choice_index: int,
+        eog_ids: list[int],
+        prompt_ids: npt.NDArray[np.int64] | None = None,
+    ) -> None:
+        """`prompt_ids`: the prompt's distinct ids (`repetition_ids`), for the repetition penalty."""
         self.params = params
         if params.seed is not None:
             self._rng = np.random.default_rng([params.seed & 0xFFFFFFFFFFFFFFFF, choice_index])
@@ -111,10 +130,32 @@ class SequenceSampler:
         self._eog_ids = np.asarray(eog_ids, dtype=np.int64)
         self._bias_ids = np.asarray(list(params.logit_bias), dtype=np.int64)
         self._bias_vals = np.asarray(list(params.logit_bias.values()), dtype=np.float32)
+        self._repeat = params.repetition_penalty != 1.0
+        self._seen_ids = prompt_ids if prompt_ids is not None else np.empty(0, dtype=np.int64)
+        """The distinct ids of the prompt and, once `_new_ids` are folded in, of the output."""
+        self._seen: set[int] = set(self._seen_ids.tolist()) if self._repeat else set()
+        self._new_ids: list[int] = []
+        """Output ids in neither the prompt nor `_seen_ids` yet (appended on the next step)."""
+        self._row_width = -1
 
     def record(self, token_id: int) -> None:
-        """Count a generated token for the frequency and presence penalties."""
+        """Count a generated token for the frequency and presence penalties (and note it for the
+        repetition penalty)."""
         self._counts[token_id] = self._counts.get(token_id, 0) + 1
+        if self._repeat and token_id not in self._seen:
+            self._seen.add(token_id)
+            self._new_ids.append(token_id)
+
+    def _repeated_ids(self, n_logits: int) -> npt.NDArray[np.int64]:
+        """The distinct ids of the prompt and the output so far (those within the logits row)."""
+        if n_logits != self._row_width:  # once: sampled ids always lie within the row
+            self._seen_ids = self._seen_ids[self._seen_ids < n_logits]
+            self._row_width = n_logits
+        if self._new_ids:
+            new = np.asarray(self._new_ids, dtype=np.int64)
+            self._seen_ids = np.concatenate([self._seen_ids, new])
+            self._new_ids.clear()
+        return self._seen_ids
 
     def _processed(self, logits: Logits, n_generated: int) -> Logits:
         params = self.params
@@ -122,6 +163,17 @@ class SequenceSampler:
         if self._bias_ids.size:
             valid = self._bias_ids < out.shape[0]
             out[self._bias_ids[valid]] += self._bias_vals[valid]
+        # vLLM v1's order (its Sampler's docstring, vllm/v1/sample/sampler.py): the logit bias
+        # first, then the penalties, repetition before frequency and presence. So the repetition
+        # penalty scales the biased logits and the other two subtract from the scaled ones.
+        # (vLLM masks min_tokens' stop tokens before all three; -inf stays -inf through them, so
+        # masking them last, as here, gives the same logits.)
+        if self._repeat:
+            ids = self._repeated_ids(out.shape[0])
+            if ids.size:
+                seen = out[ids]
+                penalty = np.float32(params.repetition_penalty)
+                out[ids] = np.where(seen > 0, seen / penalty, seen * penalty)
         if self._counts and (params.frequency_penalty or params.presence_penalty):
             ids = np.fromiter(self._counts.keys(), dtype=np.int64, count=len(self._counts))
             counts = np.fromiter(self._counts.values(), dtype=np.float32, count=len(self._counts))

@@ -7,6 +7,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from aios_serve.backends.protocols.generation import Logits
 from aios_serve.engine.generation.choices import take_choice_update
 from aios_serve.engine.generation.constraints import CompiledGrammar
@@ -15,6 +18,7 @@ from aios_serve.engine.generation.sampling import (
     SamplingParams,
     SequenceSampler,
     TokenLogprobs,
+    repetition_ids,
     token_logprobs,
 )
 from aios_serve.engine.generation.text import OutputText
@@ -28,11 +32,17 @@ class Sequence:
     """One choice: its KV slot, generated tokens, sampler and text."""
 
     def __init__(
-        self, index: int, params: SamplingParams, eog_ids: list[int], grammar: CompiledGrammar | None
+        self,
+        index: int,
+        params: SamplingParams,
+        eog_ids: list[int],
+        grammar: CompiledGrammar | None,
+        prompt_ids: npt.NDArray[np.int64] | None = None,
     ) -> None:
+        """`prompt_ids`: the prompt's distinct ids, for the repetition penalty (`repetition_ids`)."""
         self.index = index
         self.slot: int | None = None
-        self.sampler = SequenceSampler(params, index, eog_ids)
+        self.sampler = SequenceSampler(params, index, eog_ids, prompt_ids)
         self.constraint = grammar.new_constraint() if grammar is not None else None
         self.text = OutputText(params.stop)
         self.generated: list[int] = []
@@ -78,7 +88,8 @@ class RequestState:
         self.order = next(_request_counter)
         self.prompt_ids = prompt_ids
         self.params = params
-        self.seqs = [Sequence(i, params, eog_ids, grammar) for i in range(n)]
+        distinct = repetition_ids(prompt_ids, params)
+        self.seqs = [Sequence(i, params, eog_ids, grammar, distinct) for i in range(n)]
         self.tasks: list[PrefillTask] = []
         self.deliver = deliver
         self.cancelled = False
