@@ -8,7 +8,7 @@ seconds, RSS after load and after decoding split into anonymous memory and mappe
 weights are mapped; clean file pages are reclaimable), peak RSS, and milliseconds per step.
 
     PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_footprint.py FILE.gguf \\
-        --precision f32 bf16
+        --precision f32 bf16 [--weights-type f16]
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def memory_mib() -> str:
     return f"RSS {fields['VmRSS']:.0f} MiB (anonymous {fields['RssAnon']:.0f}, files {fields['RssFile']:.0f})"
 
 
-def measure(gguf: Path, precision: str, steps: int, kv_cache_gb: int) -> None:
-    weights, route = paged_weights(gguf, precision)
+def measure(gguf: Path, precision: str, weights_type: str, steps: int, kv_cache_gb: int) -> None:
+    weights, route = paged_weights(gguf, weights_type)
     started = time.perf_counter()
     model = OpenVinoPagedModel(
         gguf,
@@ -67,17 +67,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("gguf", type=Path)
     parser.add_argument("--precision", nargs="+", default=["f32", "bf16"], choices=["f32", "bf16"])
+    parser.add_argument("--weights-type", choices=["q8_0", "f16"], default="q8_0")
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--kv-cache-gb", type=int, default=1)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child's run
     args = parser.parse_args()
     if args.one:
-        measure(args.gguf, args.precision[0], args.steps, args.kv_cache_gb)
+        measure(args.gguf, args.precision[0], args.weights_type, args.steps, args.kv_cache_gb)
         return
     print(f"machine: {machine()}")
     for precision in args.precision:
         child = [sys.executable, __file__, str(args.gguf), "--one", "--precision", precision]
-        child += ["--steps", str(args.steps), "--kv-cache-gb", str(args.kv_cache_gb)]
+        child += ["--weights-type", args.weights_type, "--steps", str(args.steps)]
+        child += ["--kv-cache-gb", str(args.kv_cache_gb)]
         subprocess.run(child, check=True)
 
 

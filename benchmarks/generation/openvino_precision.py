@@ -56,7 +56,7 @@ def poem_request(vocab: LlamaCppVocab, topic: str) -> list[int]:
 def openvino_engine(path: Path, precision: str, threads: int = 2) -> LocalEngine:
     """The openvino engine over a GGUF (its paged-weights route), in this process: 16 sequences,
     `threads` threads, at `precision`."""
-    weights, route = paged_weights(path, precision)
+    weights, route = paged_weights(path)
     backend = OpenVinoPagedModel(
         path,
         weights=weights,

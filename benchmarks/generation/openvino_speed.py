@@ -68,7 +68,7 @@ async def _model(name: str, precision: str, rounds: int, max_tokens: int) -> Non
                     figure = await speed(engines[engine_name], prompt, streams, max_tokens)
                     speeds.setdefault((engine_name, streams), []).append(figure)
         print(f"\n### {name}: {rounds} rounds, {max_tokens} tokens, {THREADS} threads")
-        print(f"openvino: {engines['openvino'].engine_details}, weights {paged_weights(path, precision)[1]}")
+        print(f"openvino: {engines['openvino'].engine_details}, weights {paged_weights(path)[1]}")
         print("| engine | 1 stream tok/s | 16 streams tok/s |")
         print("|---|---|---|")
         for engine_name in names:

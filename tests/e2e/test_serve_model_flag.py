@@ -111,17 +111,13 @@ def _banner(log_path: Path) -> str:
         time.sleep(0.2)
 
 
-AUTO_ROUTE = "f16-rewrite" if AUTO_OPENVINO_PRECISION == "bf16" else "q8_0-rewrite"
-"""The weights route of a bundled GGUF at `auto` (backends/openvino_paged/weights.py)."""
-
-
 def test_the_banner_lists_every_model_and_the_urls(default_names_server: tuple[str, Path]) -> None:
     url, log_path = default_names_server
     banner = _banner(log_path)
     assert re.search(
         rf"{re.escape(SMOL_FILE)}: kind generate; backend openvino "
         rf"\(precision {AUTO_OPENVINO_PRECISION} \(asked auto; CPU [a-z0-9_ ]+\), KV [a-z0-9]+ \d+x32 cells, "
-        rf"prefix caching on; weights {AUTO_ROUTE}\); capabilities [^;]*chat[^;]*; max_model_len 1024",
+        rf"prefix caching on; weights q8_0-rewrite\); capabilities [^;]*chat[^;]*; max_model_len 1024",
         banner,
     ), banner
     assert re.search(

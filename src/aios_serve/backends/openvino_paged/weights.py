@@ -1,15 +1,17 @@
-"""Which GGUF file GenAI builds the paged model from, per inference precision, each made once by
-llama.cpp's quantizer and cached by content hash (GenAI decodes F32, F16 and Q8_0 as llama.cpp
-does but misreads 4-bit k-quants, so a file of other types is never read as is):
+"""Which GGUF file GenAI builds the paged model from (the `weights_type` option), each rewrite
+made once by llama.cpp's quantizer and cached by content hash. GenAI decodes F32, F16 and Q8_0 as
+llama.cpp does but misreads 4-bit k-quants, so a file of other types is never read as is.
 
-- f32: the file as is when it holds only F32, F16 and Q8_0 tensors, else a Q8_0 rewrite (`pure`:
-  every tensor Q8_0, none kept at a k-quant GenAI misreads);
-- bf16: the file as is when it holds only F32 and F16 tensors, else an F16 rewrite. On AMX the
-  CPU plugin multiplies bf16 by F16 weights converted once; u8 weights it decompresses in every
-  call. Same Sapphire Rapids, bf16, in process, 64 greedy tokens (two rounds): SmolLM2 at 16
-  streams 695-707 tok/s from F16 against 447-493 from Q8_0, one stream 59-61 against 58-62;
-  Qwen2.5-Coder-0.5B 275-291 against 175-179, one stream 22-23 both. The weights take twice
-  the memory (Q8_0: 8.5 bits a weight; F16: 16).
+- `q8_0` (default): the file as is when it holds only F32, F16 and Q8_0 tensors, else a Q8_0
+  rewrite (`pure`: every tensor Q8_0, none kept at a k-quant GenAI misreads).
+- `f16`: the file as is when it holds only F32 and F16 tensors, else an F16 rewrite. At bf16 on
+  AMX the CPU plugin multiplies by weights it converted once, where it decompresses u8 weights
+  in every call: Sapphire Rapids, in process, 64 greedy tokens, two rounds: SmolLM2 at 16
+  streams 695-707 tok/s against 447-493 from Q8_0, one stream 59-61 against 58-62;
+  Qwen2.5-Coder-0.5B 275-291 against 175-179, one stream 22-23 both. But the compiled model
+  holds about 6 bytes a weight: Qwen2.5-Coder-1.5B took 10.4 GiB of anonymous memory once
+  loaded at bf16 against 0.7 GiB (2.2 GiB after the first pass) from Q8_0
+  (benchmarks/generation/openvino_footprint.py). Memory near the file's size is the default.
 
 Why Q8_0 and not an F16 rewrite (the route of the GenAI pipeline engine this one replaced): on a
 2-core Sapphire Rapids at f32 (dynamic activation quantization off, see graph.py), SmolLM2's
@@ -51,10 +53,10 @@ def f16_rewrite(gguf: Path) -> Path:
     return rewritten(gguf, ftype=F16, label="f16", folder="openvino")
 
 
-def paged_weights(gguf: Path, precision: str = "f32") -> tuple[Path, str]:
-    """The file to build the model from at `precision` (f32, bf16) and its route: `as-is`,
+def paged_weights(gguf: Path, weights_type: str = "q8_0") -> tuple[Path, str]:
+    """The file to build the model from for `weights_type` (q8_0, f16) and its route: `as-is`,
     `q8_0-rewrite` or `f16-rewrite`."""
-    if precision == "bf16":
+    if weights_type == "f16":
         if holds_only(gguf, FLOAT_TYPES):
             return gguf, "as-is"
         return f16_rewrite(gguf), "f16-rewrite"

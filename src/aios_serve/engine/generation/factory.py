@@ -148,8 +148,8 @@ def _transformers(spec: EngineSpec) -> EngineClient:
 
 
 def _openvino(spec: EngineSpec) -> EngineClient:
-    """OpenVINO's paged-attention model under our loop, built from the file or its rewrite for
-    the precision (Q8_0 at f32, F16 at bf16: backends/openvino_paged/weights.py)."""
+    """OpenVINO's paged-attention model under our loop, built from the file or its Q8_0 (or F16)
+    rewrite (backends/openvino_paged/weights.py)."""
     from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights, precision
 
     options = spec.parsed_options
@@ -157,7 +157,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
     if gguf.is_dir():
         raise ValueError(f"the openvino engine reads a .gguf file; {gguf} is a folder")
     compiled_at = precision.resolve(options.inference_precision)
-    weights, route = paged_weights(gguf, compiled_at)
+    weights, route = paged_weights(gguf, options.weights_type)
     backend = OpenVinoPagedModel(
         gguf,
         weights=weights,
