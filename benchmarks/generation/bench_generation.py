@@ -34,7 +34,7 @@ from servers import (
     tree_memory_mib,
     vllm_missing,
 )
-from vllm_folder import named_gguf
+from vllm_folder import add_gguf_option
 
 from aios_serve.models.bundled import resolve_bundled
 
@@ -261,14 +261,7 @@ def main() -> None:
     parser.add_argument(
         "--models", nargs="+", help=f"default: {' '.join(MODELS)} and each --gguf NAME (any of these)"
     )
-    parser.add_argument(
-        "--gguf",
-        type=named_gguf,
-        action="append",
-        default=[],
-        metavar="NAME=PATH",
-        help="also a GGUF file that is not bundled, served as NAME (repeatable)",
-    )
+    add_gguf_option(parser, "also a GGUF file that is not bundled, served as NAME (repeatable)")
     parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS + IN_PROCESS)
     parser.add_argument(
         "--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 4, 8, 16], help="1,4,8,16"

@@ -49,6 +49,13 @@ def named_gguf(value: str) -> tuple[str, Path]:
     return name, gguf
 
 
+def add_gguf_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """`--gguf NAME=PATH`, repeatable, into a list of (name, path)."""
+    parser.add_argument(
+        "--gguf", type=named_gguf, action="append", default=[], metavar="NAME=PATH", help=help_text
+    )
+
+
 def make_folder(name: str, gguf: Path | None = None, *, force: bool = False) -> Path:
     """The bf16 folder of the bundled GGUF `name`, or with `gguf` of that file, made once (in the
     vllm venv, by `convert`)."""
@@ -98,14 +105,7 @@ def convert(gguf: Path, target: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", help=f"default (without --gguf): all of {', '.join(BUNDLED)}")
-    parser.add_argument(
-        "--gguf",
-        type=named_gguf,
-        action="append",
-        default=[],
-        metavar="NAME=PATH",
-        help="a GGUF file that is not bundled; its folder is vllm-folders/NAME (repeatable)",
-    )
+    add_gguf_option(parser, "a GGUF file that is not bundled; its folder is vllm-folders/NAME (repeatable)")
     parser.add_argument("--force", action="store_true", help="make the folder again")
     parser.add_argument("--convert", nargs=2, metavar=("GGUF", "FOLDER"), help="(run in the vllm venv)")
     args = parser.parse_args()
