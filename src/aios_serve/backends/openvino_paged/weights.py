@@ -39,7 +39,7 @@ from aios_serve.models.gguf_rewrite import F16, Q8_0, holds_only, rewritten
 EXACT_TYPES = frozenset({"F32", "F16", "Q8_0"})
 """Tensor types GenAI 2026.4 decodes as llama.cpp does."""
 FLOAT_TYPES = frozenset({"F32", "F16"})
-"""Tensor types the bf16 route reads as is."""
+"""Tensor types the f16 route reads as is."""
 
 
 def q8_0_rewrite(gguf: Path) -> Path:
