@@ -111,7 +111,7 @@ async def _flips(engine: EngineClient, prompts: list[list[int]]) -> int:
 
 
 async def _model(name: str, rounds: int, max_tokens: int) -> None:
-    path = resolve_bundled(name)
+    path = Path(name).expanduser() if name.endswith(".gguf") else resolve_bundled(name)
     vocab = LlamaCppVocab(path)
     engines = {p: await asyncio.to_thread(openvino_engine, path, p) for p in PRECISIONS}
     for engine in engines.values():
@@ -156,7 +156,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS), help="bundled names or .gguf paths")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     for name in args.models:

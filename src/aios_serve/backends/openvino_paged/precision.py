@@ -20,9 +20,9 @@ def auto_precision(flags: frozenset[str]) -> str:
     """`auto`'s choice on a CPU with `flags`: bf16 where it has AMX, f32 elsewhere.
 
     Measured in process on a 2-core Sapphire Rapids (README, "Inference precision"): bf16 gave
-    1.25-1.30x exact f32's aggregate at 16 streams and the same one-stream speed on the bundled
-    models (on a 1.5B model one stream ran 1.16x faster at f32). Without AMX (Zen 4's AVX-512
-    BF16, AVX2) nothing is measured on this backend, so the exact setting stays.
+    1.25-1.30x exact f32's aggregate at 16 streams on the bundled models and a 1.5B one, the
+    same one-stream speed on the bundled models and 0.91x on the 1.5B. Without AMX (Zen 4's
+    AVX-512 BF16, AVX2) nothing is measured on this backend, so the exact setting stays.
     """
     return "bf16" if "amx_bf16" in flags else "f32"
 
