@@ -21,10 +21,9 @@ from pathlib import Path
 from servers import machine
 
 from aios_serve.backends.llama_cpp import LlamaCppVocab
-from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
 from aios_serve.engine.generation import fidelity
+from aios_serve.engine.generation.factory import EngineSpec, build_engine
 from aios_serve.engine.generation.interface import EngineClient
-from aios_serve.engine.generation.local import LocalEngine
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.models.bundled import resolve_bundled
 
@@ -53,28 +52,17 @@ def poem_request(vocab: LlamaCppVocab, topic: str) -> list[int]:
     return chat_ids(vocab, ask.strip())
 
 
-def openvino_engine(path: Path, precision: str, threads: int = 2) -> LocalEngine:
-    """The openvino engine over a GGUF (its paged-weights route), in this process: 16 sequences,
-    `threads` threads, at `precision`."""
-    weights, route = paged_weights(path)
-    backend = OpenVinoPagedModel(
-        path,
-        weights=weights,
-        context_length=2048,
-        max_sequences=16,
-        max_batch_tokens=512,
-        n_threads=threads,
-        precision=precision,
-        kv_cache_gb=1,
-    )
-    return LocalEngine(
-        backend,
-        name=f"{path.stem}-{precision}",
-        engine_name="openvino",
-        kv_cells=backend.kv_cells,
-        max_queued=1024,
-        details=f"{backend.describe(precision)}; weights {route}",
-    )
+def openvino_engine(path: Path, precision: str, threads: int = 2) -> EngineClient:
+    """The openvino engine over a GGUF, in this process, as the factory builds it: 16 sequences,
+    a context of 2,048, `threads` threads, at `precision`."""
+    options = {
+        "engine": "openvino",
+        "inference_precision": precision,
+        "n_threads": threads,
+        "max_num_seqs": 16,
+        "max_queued_requests": 1024,
+    }
+    return build_engine(EngineSpec(f"{path.stem}-{precision}", str(path), 2048, options), "openvino")
 
 
 async def greedy_tokens(

@@ -22,7 +22,6 @@ from openvino_precision import chat_ids, greedy_tokens, openvino_engine, speed
 from servers import machine
 
 from aios_serve.backends.llama_cpp import LlamaCppModel, LlamaCppVocab
-from aios_serve.backends.openvino_paged import paged_weights
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.local import LocalEngine
 from aios_serve.models.bundled import resolve_bundled
@@ -68,7 +67,7 @@ async def _model(name: str, precision: str, rounds: int, max_tokens: int) -> Non
                     figure = await speed(engines[engine_name], prompt, streams, max_tokens)
                     speeds.setdefault((engine_name, streams), []).append(figure)
         print(f"\n### {name}: {rounds} rounds, {max_tokens} tokens, {THREADS} threads")
-        print(f"openvino: {engines['openvino'].engine_details}, weights {paged_weights(path)[1]}")
+        print(f"openvino: {engines['openvino'].engine_details}")
         print("| engine | 1 stream tok/s | 16 streams tok/s |")
         print("|---|---|---|")
         for engine_name in names:
