@@ -52,12 +52,13 @@ def poem_request(vocab: LlamaCppVocab, topic: str) -> list[int]:
     return chat_ids(vocab, ask.strip())
 
 
-def openvino_engine(path: Path, precision: str, threads: int = 2) -> EngineClient:
+def openvino_engine(path: Path, precision: str, threads: int = 2, weights_type: str = "q8_0") -> EngineClient:
     """The openvino engine over a GGUF, in this process, as the factory builds it: 16 sequences,
-    a context of 2,048, `threads` threads, at `precision`."""
+    a context of 2,048, `threads` threads, at `precision`, from `weights_type`."""
     options = {
         "engine": "openvino",
         "inference_precision": precision,
+        "weights_type": weights_type,
         "n_threads": threads,
         "max_num_seqs": 16,
         "max_queued_requests": 1024,

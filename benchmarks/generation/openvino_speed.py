@@ -1,13 +1,16 @@
 """The openvino engine (OpenVINO's paged-attention model under our loop) against our llama.cpp
 engine on the same GGUF, in process (no HTTP, 2 threads).
 
-Per bundled chat model, both engines loaded at once: decode tok/s of one stream and aggregate
+Per bundled chat model, the engines loaded at once (openvino once per `--weights-type`, named
+`openvino` or, with several, `openvino-<type>`): decode tok/s of one stream and aggregate
 tok/s of 16 streams (128 tokens, EOS ignored, greedy), run in turns (the engine order reversed
 every round) and reported as medians over `--rounds`. Then the prefix cache: the time to first
-token of a prompt of ~1,000 tokens new to the engine, and of a second prompt that shares all but
-its last question with it (medians; llama.cpp keeps no prefix cache across requests).
+token of a prompt of 600 words (625-680 tokens) new to the engine, and of a second one that
+shares all but its last question with it (medians; llama.cpp keeps no prefix cache across
+requests).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_speed.py --rounds 3 [--precision bf16]
+    PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_speed.py --rounds 3 \
+        [--precision bf16] [--weights-type q8_0 f16]
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ STREAMS = (1, 16)
 THREADS = 2
 
 
-def _engines(path: Path, precision: str) -> dict[str, EngineClient]:
+def _engines(path: Path, precision: str, weights_types: list[str]) -> dict[str, EngineClient]:
     llama = LlamaCppModel(
         path,
         context_length=2048,
@@ -41,23 +44,30 @@ def _engines(path: Path, precision: str) -> dict[str, EngineClient]:
         n_threads=THREADS,
         n_threads_batch=THREADS,
     )
+    several = len(weights_types) > 1
+    engines = {
+        f"openvino-{kind}" if several else "openvino": openvino_engine(path, precision, THREADS, kind)
+        for kind in weights_types
+    }
     return {
-        "openvino": openvino_engine(path, precision, THREADS),
+        **engines,
         "llama.cpp": LocalEngine(
             llama, name=path.stem, engine_name="llama.cpp", kv_cells=llama.kv_cells, max_queued=1024
         ),
     }
 
 
-async def _model(name: str, precision: str, rounds: int, max_tokens: int) -> None:
+async def _model(name: str, precision: str, rounds: int, max_tokens: int, weights_types: list[str]) -> None:
     path = resolve_bundled(name)
-    engines = await asyncio.to_thread(_engines, path, precision)
+    engines = await asyncio.to_thread(_engines, path, precision, weights_types)
     for engine in engines.values():
         await engine.start()
     try:
         vocab = LlamaCppVocab(path)
         prompt = chat_ids(vocab, "Write a long story about a lighthouse keeper.")
-        await speed(engines["openvino"], prompt, 2, 8)  # warm-up: first-call compilation
+        for engine_name, engine in engines.items():  # warm-up: first-call compilation
+            if engine_name != "llama.cpp":
+                await speed(engine, prompt, 2, 8)
         speeds: dict[tuple[str, int], list[float]] = {}
         names = list(engines)
         for round_index in range(rounds):
@@ -67,7 +77,9 @@ async def _model(name: str, precision: str, rounds: int, max_tokens: int) -> Non
                     figure = await speed(engines[engine_name], prompt, streams, max_tokens)
                     speeds.setdefault((engine_name, streams), []).append(figure)
         print(f"\n### {name}: {rounds} rounds, {max_tokens} tokens, {THREADS} threads")
-        print(f"openvino: {engines['openvino'].engine_details}")
+        for engine_name, engine in engines.items():
+            if engine_name != "llama.cpp":
+                print(f"{engine_name}: {engine.engine_details}")
         print("| engine | 1 stream tok/s | 16 streams tok/s |")
         print("|---|---|---|")
         for engine_name in names:
@@ -86,7 +98,7 @@ async def _first_token_s(engine: EngineClient, prompt: list[int]) -> float:
 
 
 async def _prefix_ttft(engines: dict[str, EngineClient], vocab: LlamaCppVocab, rounds: int) -> None:
-    """TTFT of a new ~1,000-token prompt, then of one sharing its prefix; medians over rounds."""
+    """TTFT of a new 600-word prompt, then of one sharing its prefix; medians over rounds."""
     words = ["harbour", "lantern", "tide", "keeper", "storm", "rope", "gull", "beacon", "shore", "night"]
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in engines}
     for round_index in range(rounds):
@@ -114,10 +126,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--weights-type", nargs="+", choices=["q8_0", "f16"], default=["q8_0"])
     args = parser.parse_args()
     print(f"machine: {machine()}; OpenVINO precision {args.precision}")
     for name in args.models:
-        asyncio.run(_model(name, args.precision, args.rounds, args.max_tokens))
+        asyncio.run(_model(name, args.precision, args.rounds, args.max_tokens, args.weights_type))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ llama.cpp does but misreads 4-bit k-quants, so a file of other types is never re
   rewrite (`pure`: every tensor Q8_0, none kept at a k-quant GenAI misreads).
 - `f16`: the file as is when it holds only F32 and F16 tensors, else an F16 rewrite. At bf16 on
   AMX the CPU plugin multiplies by weights it converted once, where it decompresses u8 weights
-  in every call: Sapphire Rapids, in process, 64 greedy tokens, two rounds: SmolLM2 at 16
-  streams 695-707 tok/s against 447-493 from Q8_0, one stream 59-61 against 58-62;
-  Qwen2.5-Coder-0.5B 275-291 against 175-179, one stream 22-23 both. But the compiled model
+  in every call. Sapphire Rapids, in process, bf16, 64 greedy tokens, medians of two rounds
+  (`benchmarks/generation/openvino_speed.py --precision bf16 --weights-type q8_0 f16 --rounds 2
+  --max-tokens 64`): SmolLM2 at 16 streams 722.2 tok/s against 527.1 from Q8_0, one stream 62.1
+  against 65.0; Qwen2.5-Coder-0.5B 289.1 against 188.8, one stream 22.4 against 25.3. But the compiled model
   holds about 6 bytes a weight: Qwen2.5-Coder-1.5B took 10.4 GiB of anonymous memory once
   loaded at bf16 against 0.7 GiB (2.2 GiB after the first pass) from Q8_0
   (benchmarks/generation/openvino_footprint.py). Memory near the file's size is the default.

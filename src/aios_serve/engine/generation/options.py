@@ -27,7 +27,7 @@ class GenerationOptions(BaseModel):
     """OpenVINO only: the paged KV cache's size in GB."""
     weights_type: Literal["q8_0", "f16"] = "q8_0"
     """OpenVINO only: what the model is built from, the file or its rewrite: `q8_0` (memory near
-    the file's size) or `f16` (on AMX at bf16 1.45-1.6x the aggregate at 16 streams, but about
+    the file's size) or `f16` (on AMX at bf16 1.37-1.53x the aggregate at 16 streams, but about
     6 bytes a weight in memory; backends/openvino_paged/weights.py)."""
     num_kv_blocks: int | None = Field(default=None, gt=0)
     """OpenVINO only: the KV cache in blocks (of 32 tokens on CPU) instead of `kv_cache_gb`."""
