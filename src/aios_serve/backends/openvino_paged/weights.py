@@ -9,10 +9,11 @@ llama.cpp does but misreads 4-bit k-quants, so a file of other types is never re
   in every call. Sapphire Rapids, in process, bf16, 64 greedy tokens, medians of two rounds
   (`benchmarks/generation/openvino_speed.py --precision bf16 --weights-type q8_0 f16 --rounds 2
   --max-tokens 64`): SmolLM2 at 16 streams 722.2 tok/s against 527.1 from Q8_0, one stream 62.1
-  against 65.0; Qwen2.5-Coder-0.5B 289.1 against 188.8, one stream 22.4 against 25.3. But the compiled model
-  holds about 6 bytes a weight: Qwen2.5-Coder-1.5B took 10.4 GiB of anonymous memory once
-  loaded at bf16 against 0.7 GiB (2.2 GiB after the first pass) from Q8_0
-  (benchmarks/generation/openvino_footprint.py). Memory near the file's size is the default.
+  against 65.0; Qwen2.5-Coder-0.5B 289.1 against 188.8, one stream 22.4 against 25.3. But the
+  compiled model holds about 6 bytes a weight: Qwen2.5-Coder-1.5B took 10.2 GiB of anonymous
+  memory once loaded at bf16 against 0.7 GiB (2.2 GiB after the first pass) from Q8_0
+  (benchmarks/generation/openvino_footprint.py FILE --precision bf16 [--weights-type f16]).
+  Memory near the file's size is the default.
 
 Why Q8_0 and not an F16 rewrite (the route of the GenAI pipeline engine this one replaced): on a
 2-core Sapphire Rapids at f32 (dynamic activation quantization off, see graph.py), SmolLM2's
