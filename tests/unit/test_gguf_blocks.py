@@ -1,0 +1,71 @@
+"""GGUF blocks decoded to codes, scales and offsets stand for exactly the values gguf-py's own
+dequantizer gives, on the bundled files' real tensors and on freshly quantized Q4_0."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import dequantize, quantize
+
+from aios_serve.backends.openvino_paged.exact_ir import row_order
+from aios_serve.backends.openvino_paged.gguf_blocks import DECODED_TYPES, decode, dequantized
+from aios_serve.models.bundled import resolve_bundled
+
+WIDTH = {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q5_0": 8, "Q6_K": 8}
+"""The width each type's codes are stored at, and below it the most they may hold."""
+MOST = {"Q4_0": 15, "Q4_1": 15, "Q4_K": 15, "Q5_0": 31, "Q6_K": 63}
+
+
+def _first_of_each_type(model: str) -> list[tuple[str, object]]:
+    seen: dict[str, object] = {}
+    for tensor in GGUFReader(str(resolve_bundled(model))).tensors:
+        name = tensor.tensor_type.name
+        if name in DECODED_TYPES and name not in seen and int(np.prod(tensor.shape[1:])) <= 20_000:
+            seen[name] = tensor
+    return list(seen.items())
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
+def test_bundled_tensors_decode_to_gguf_values(model: str) -> None:
+    found = _first_of_each_type(model)
+    assert found, "no tensor of a decoded type"
+    for type_name, tensor in found:
+        cols, rows = int(tensor.shape[0]), int(np.prod(tensor.shape[1:]))  # type: ignore[attr-defined]
+        raw = np.asarray(tensor.data).reshape(-1).view(np.uint8)  # type: ignore[attr-defined]
+        decoded = decode(raw, type_name, rows, cols)
+        expected = dequantize(tensor.data, tensor.tensor_type).reshape(rows, cols)  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(dequantized(decoded), expected, err_msg=type_name)
+        assert decoded.bits == WIDTH[type_name]
+        assert int(decoded.codes.max()) <= MOST[type_name] and decoded.codes.shape == (rows, cols)
+        assert decoded.scale.shape == (rows, cols // decoded.group)
+
+
+def test_types_of_the_bundled_files_are_covered() -> None:
+    covered = {
+        name
+        for model in ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
+        for name, _ in _first_of_each_type(model)
+    }
+    assert covered >= {"Q4_1", "Q5_0", "Q4_K", "Q6_K"}
+
+
+def test_quantized_q4_0_decodes_to_gguf_values() -> None:
+    values = np.random.default_rng(7).standard_normal((8, 64)).astype(np.float32)
+    raw = quantize(values, GGMLQuantizationType.Q4_0)
+    decoded = decode(raw.reshape(-1).view(np.uint8), "Q4_0", 8, 64)
+    expected = dequantize(raw, GGMLQuantizationType.Q4_0).reshape(8, 64)
+    np.testing.assert_array_equal(dequantized(decoded), expected)
+    assert decoded.zero == 8 and decoded.offset is None
+
+
+def test_row_order_finds_rows_genai_moved() -> None:
+    """GenAI reorders a llama model's query and key rows; each IR row's twin is found, and a row
+    with none leaves the weight at Q8_0."""
+    rewrite = np.random.default_rng(3).integers(0, 256, (6, 64)).astype(np.uint8)
+    moved = np.array([0, 3, 1, 4, 2, 5])
+    assert row_order(rewrite, rewrite) is not None
+    np.testing.assert_array_equal(row_order(rewrite[moved], rewrite), moved)
+    changed = rewrite[moved].copy()
+    changed[2, 5] ^= 1
+    assert row_order(changed, rewrite) is None
