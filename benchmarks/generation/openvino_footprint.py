@@ -8,7 +8,7 @@ seconds, RSS after load and after decoding split into anonymous memory and mappe
 weights are mapped; clean file pages are reclaimable), peak RSS, and milliseconds per step.
 
     PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_footprint.py FILE.gguf \\
-        --precision f32 bf16 [--weights-type f16]
+        --precision f32 bf16 [--weights-type f16|gguf]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from servers import machine
 
-from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
+from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir
 from aios_serve.backends.protocols.generation import BatchItem
 
 
@@ -36,11 +36,11 @@ def memory_mib() -> str:
 
 
 def measure(gguf: Path, precision: str, weights_type: str, steps: int, kv_cache_gb: int) -> None:
-    weights, route = paged_weights(gguf, weights_type)
+    ir, route = paged_ir(gguf, weights_type)
     started = time.perf_counter()
     model = OpenVinoPagedModel(
         gguf,
-        weights=weights,
+        ir=ir,
         context_length=2048,
         max_sequences=16,
         max_batch_tokens=512,
@@ -49,7 +49,8 @@ def measure(gguf: Path, precision: str, weights_type: str, steps: int, kv_cache_
         kv_cache_gb=kv_cache_gb,
     )
     loaded = time.perf_counter() - started
-    print(f"{gguf.name} {precision}: {route} ({weights.stat().st_size / 2**20:.0f} MiB), {model.describe()}")
+    ir_mib = ir.with_suffix(".bin").stat().st_size / 2**20
+    print(f"{gguf.name} {precision}: {route} (IR weights {ir_mib:.0f} MiB), {model.describe()}")
     print(f"  loaded in {loaded:.1f} s: {memory_mib()}")
     item = BatchItem(model.tokenize("Tell me a story about the sea and a lighthouse. " * 10, True), 0, [0])
     model.decode([item])
@@ -67,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("gguf", type=Path)
     parser.add_argument("--precision", nargs="+", default=["f32", "bf16"], choices=["f32", "bf16"])
-    parser.add_argument("--weights-type", choices=["q8_0", "f16"], default="q8_0")
+    parser.add_argument("--weights-type", choices=["gguf", "q8_0", "f16"], default="gguf")
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--kv-cache-gb", type=int, default=1)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child's run

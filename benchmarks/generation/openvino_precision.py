@@ -52,7 +52,7 @@ def poem_request(vocab: LlamaCppVocab, topic: str) -> list[int]:
     return chat_ids(vocab, ask.strip())
 
 
-def openvino_engine(path: Path, precision: str, threads: int = 2, weights_type: str = "q8_0") -> EngineClient:
+def openvino_engine(path: Path, precision: str, threads: int = 2, weights_type: str = "gguf") -> EngineClient:
     """The openvino engine over a GGUF, in this process, as the factory builds it: 16 sequences,
     a context of 2,048, `threads` threads, at `precision`, from `weights_type`."""
     options = {

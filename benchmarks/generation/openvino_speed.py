@@ -5,12 +5,13 @@ Per bundled chat model, the engines loaded at once (openvino once per `--weights
 `openvino` or, with several, `openvino-<type>`): decode tok/s of one stream and aggregate
 tok/s of 16 streams (128 tokens, EOS ignored, greedy), run in turns (the engine order reversed
 every round) and reported as medians over `--rounds`. Then the prefix cache: the time to first
-token of a prompt of 600 words (625-680 tokens) new to the engine, and of a second one that
-shares all but its last question with it (medians; llama.cpp keeps no prefix cache across
-requests).
+token of a prompt of `--prefix-words` words (600: 625-680 tokens) new to the engine, and of a
+second one that shares all but its last question with it (medians; llama.cpp keeps no prefix
+cache across requests).
 
     PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_speed.py --rounds 3 \
-        [--precision bf16] [--weights-type q8_0 f16]
+        [--precision bf16] [--weights-type gguf q8_0 f16] [--models NAME|FILE.gguf ...] \
+        [--prefix-words 950]
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ def _engines(path: Path, precision: str, weights_types: list[str]) -> dict[str, 
     }
 
 
-async def _model(name: str, precision: str, rounds: int, max_tokens: int, weights_types: list[str]) -> None:
-    path = resolve_bundled(name)
+async def _model(
+    name: str, precision: str, rounds: int, max_tokens: int, weights_types: list[str], prefix_words: int
+) -> None:
+    path = Path(name) if name.endswith(".gguf") else resolve_bundled(name)
     engines = await asyncio.to_thread(_engines, path, precision, weights_types)
     for engine in engines.values():
         await engine.start()
@@ -85,7 +88,7 @@ async def _model(name: str, precision: str, rounds: int, max_tokens: int, weight
         for engine_name in names:
             figures = [statistics.median(speeds[(engine_name, s)]) for s in STREAMS]
             print(f"| {engine_name} | " + " | ".join(f"{f:.1f}" for f in figures) + " |")
-        await _prefix_ttft(engines, vocab, rounds)
+        await _prefix_ttft(engines, vocab, rounds, prefix_words)
     finally:
         for engine in engines.values():
             await engine.stop()
@@ -97,14 +100,17 @@ async def _first_token_s(engine: EngineClient, prompt: list[int]) -> float:
     return first - start
 
 
-async def _prefix_ttft(engines: dict[str, EngineClient], vocab: LlamaCppVocab, rounds: int) -> None:
-    """TTFT of a new 600-word prompt, then of one sharing its prefix; medians over rounds."""
+async def _prefix_ttft(
+    engines: dict[str, EngineClient], vocab: LlamaCppVocab, rounds: int, prefix_words: int
+) -> None:
+    """TTFT of a new prompt of `prefix_words` words, then of one sharing its prefix; medians over
+    rounds."""
     words = ["harbour", "lantern", "tide", "keeper", "storm", "rope", "gull", "beacon", "shore", "night"]
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in engines}
     for round_index in range(rounds):
         for engine_name, engine in engines.items():
             document = f"Log {round_index} of {engine_name}: " + " ".join(
-                words[(i * 7 + round_index) % len(words)] for i in range(600)
+                words[(i * 7 + round_index) % len(words)] for i in range(prefix_words)
             )
             first = chat_ids(vocab, f"{document}\n\nWhat happened first?")
             second = chat_ids(vocab, f"{document}\n\nWho kept the light?")
@@ -125,12 +131,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--precision", choices=["f32", "bf16"], default="f32")
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--weights-type", nargs="+", choices=["q8_0", "f16"], default=["q8_0"])
+    parser.add_argument("--prefix-words", type=int, default=600, help="the shared prompt's length in words")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="bundled names or .gguf paths")
+    parser.add_argument("--weights-type", nargs="+", choices=["gguf", "q8_0", "f16"], default=["gguf"])
     args = parser.parse_args()
     print(f"machine: {machine()}; OpenVINO precision {args.precision}")
     for name in args.models:
-        asyncio.run(_model(name, args.precision, args.rounds, args.max_tokens, args.weights_type))
+        asyncio.run(
+            _model(name, args.precision, args.rounds, args.max_tokens, args.weights_type, args.prefix_words)
+        )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
+from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir
 from aios_serve.backends.protocols.generation import BatchItem
 from aios_serve.models.bundled import resolve_bundled
 
@@ -41,7 +41,7 @@ def backend(cache_gb: int, blocks: int) -> OpenVinoPagedModel:
     gguf = resolve_bundled("smollm2-135m-instruct")
     return OpenVinoPagedModel(
         gguf,
-        weights=paged_weights(gguf)[0],
+        ir=paged_ir(gguf)[0],
         context_length=2048,
         max_sequences=SEQUENCES,
         max_batch_tokens=512,

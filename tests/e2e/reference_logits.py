@@ -31,12 +31,12 @@ def _llama() -> Any:
 
 def _openvino() -> Any:
     """The openvino engine's backend on the GGUF's weights route, f32, one sequence."""
-    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights
+    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir
 
     path = resolve_bundled(SMOL)
     return OpenVinoPagedModel(
         path,
-        weights=paged_weights(path)[0],
+        ir=paged_ir(path)[0],
         context_length=256,
         max_sequences=1,
         max_batch_tokens=256,

@@ -59,16 +59,21 @@ async def _engine(model: str, option: str, **extra: Any) -> LocalEngine:
     return engine
 
 
+ROUTES = [(precision, "gguf") for precision in PRECISIONS] + [("f32", "q8_0")]
+"""Each precision on the default weights (the file's own blocks), and f32 on the Q8_0 rewrite."""
+
+
 @pytest.mark.asyncio(loop_scope="session")
-@pytest.mark.parametrize("precision_option", PRECISIONS)
+@pytest.mark.parametrize(("precision_option", "weights_type"), ROUTES)
 @pytest.mark.parametrize("model", [SMOL, QWEN])
 async def test_fidelity_to_llama_cpp(
-    model: str, precision_option: str, references: dict[str, list[fidelity.ReferenceRun]]
+    model: str, precision_option: str, weights_type: str, references: dict[str, list[fidelity.ReferenceRun]]
 ) -> None:
     """Teacher-forced: at every position of llama.cpp's greedy output, OpenVINO's greedy token
     and its logprob against llama.cpp's distribution, 16 sequences at once."""
     runs = await asyncio.to_thread(_references, model, references)
-    engine = await _engine(model, precision_option, max_num_seqs=16, max_queued_requests=1024)
+    options = {"max_num_seqs": 16, "max_queued_requests": 1024, "weights_type": weights_type}
+    engine = await _engine(model, precision_option, **options)
     try:
         assert engine.backend.precision == precision_option  # type: ignore[attr-defined]
         result = await fidelity.measure(engine, runs)

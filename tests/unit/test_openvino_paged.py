@@ -15,7 +15,7 @@ import pytest_asyncio
 pytest.importorskip("openvino_genai")
 
 from aios_serve.backends.llama_cpp import LlamaCppModel
-from aios_serve.backends.openvino_paged import BlockPool, OpenVinoPagedModel, Write, paged_weights
+from aios_serve.backends.openvino_paged import BlockPool, OpenVinoPagedModel, Write, paged_ir
 from aios_serve.backends.protocols.generation import BatchItem, KvCacheFull
 from aios_serve.engine.generation import fidelity
 from aios_serve.engine.generation.factory import EngineSpec, open_engine
@@ -33,10 +33,10 @@ def _chat(vocab: Any, text: str) -> list[int]:
 
 def _backend(**overrides: Any) -> OpenVinoPagedModel:
     path = resolve_bundled(SMOL)
-    weights, route = paged_weights(path)
-    assert route == "q8_0-rewrite"  # Q4_1 and Q8_0 tensors
+    ir, route = paged_ir(path)
+    assert route == "own-blocks"  # Q4_1 and Q8_0 tensors
     settings: dict[str, Any] = {
-        "weights": weights,
+        "ir": ir,
         "context_length": 2048,
         "max_sequences": 8,
         "max_batch_tokens": 512,
@@ -340,7 +340,7 @@ async def test_greedy_agreement_with_llama_cpp(engine: LocalEngine) -> None:
     finally:
         reference.close()
     result = await fidelity.measure(engine, runs)
-    print(f"\n{SMOL} openvino (Q8_0 rewrite, f32) against llama.cpp, teacher-forced: {result.describe()}")
+    print(f"\n{SMOL} openvino (own blocks, f32) against llama.cpp, teacher-forced: {result.describe()}")
     assert result.agreement >= 0.75
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aios_serve.models.bundled import cache_dir, file_sha256
@@ -30,22 +31,28 @@ def openvino_version() -> str:
     return "-".join(openvino.get_version().split("-")[:2])
 
 
-def ir_folder(weights: Path) -> Path:
-    """Where the IR of this file is cached: keyed by its content hash and OpenVINO's version."""
+def ir_folder(weights: Path, label: str = "") -> Path:
+    """Where an IR made from this file is cached: keyed by its content hash, what was made of it
+    (`label`, empty for GenAI's IR of the file itself) and OpenVINO's version."""
     digest = file_sha256(weights)[:16]
-    return cache_dir() / "openvino-ir" / f"{weights.stem}-{digest}-ov{openvino_version()}"
+    suffix = f".{label}" if label else ""
+    return cache_dir() / "openvino-ir" / f"{weights.stem}-{digest}{suffix}-ov{openvino_version()}"
 
 
 def cached_ir(weights: Path) -> Path:
     """The IR's .xml for `weights` (a GGUF file GenAI decodes exactly), built on first use."""
-    folder = ir_folder(weights)
+    return cached(ir_folder(weights), lambda scratch: _save_ir(weights, scratch))
+
+
+def cached(folder: Path, build: Callable[[Path], object]) -> Path:
+    """`folder / IR_NAME`, which `build(scratch)` writes into an empty folder on first use."""
     xml = folder / IR_NAME
     if xml.is_file():
         return xml
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        _save_ir(weights, scratch)
+        build(scratch)
         scratch.chmod(0o755)  # mkdtemp's 0700 would keep other users from the shared cache
         try:
             os.rename(scratch, folder)

@@ -14,8 +14,8 @@ from aios_serve.backends.llama_cpp.vocab import LlamaCppVocab
 from aios_serve.backends.openvino_paged.blocks import BlockPool, Write
 from aios_serve.backends.openvino_paged.cache import KvCache, block_size, blocks_for_budget
 from aios_serve.backends.openvino_paged.graph import LOGITS_INDICES, compile_paged
-from aios_serve.backends.openvino_paged.ir import cached_ir
 from aios_serve.backends.openvino_paged.precision import described
+from aios_serve.backends.openvino_paged.weights import paged_ir
 from aios_serve.backends.protocols.generation import BatchItem, Logits
 
 log = logging.getLogger("aios_serve.backends.openvino_paged")
@@ -25,15 +25,15 @@ class OpenVinoPagedModel(LlamaCppVocab):
     """A GGUF model on OpenVINO's paged attention (implements GenerationBackend).
 
     `path` is the GGUF file whose vocabulary and chat template we serve (llama.cpp reads them,
-    no weights); `weights` is the file GenAI builds the model from (a rewrite of `path` that it
-    decodes exactly; default `path`). `num_blocks` overrides the `kv_cache_gb` budget.
+    no weights); `ir` is the model to compile (weights.paged_ir; default: `path`'s own blocks).
+    `num_blocks` overrides the `kv_cache_gb` budget.
     """
 
     def __init__(
         self,
         path: Path,
         *,
-        weights: Path | None = None,
+        ir: Path | None = None,
         context_length: int | None,
         max_sequences: int,
         max_batch_tokens: int,
@@ -50,7 +50,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self.max_batch_tokens = max_batch_tokens
         self.needs_consecutive_sequences = False  # block tables: any ids run in one pass
         self.mixes_prompt_and_decode = True  # prompt chunks of any lengths join decode tokens
-        self.xml = cached_ir(weights or path)
+        self.xml = ir or paged_ir(path)[0]
         threads = n_threads or os.cpu_count() or 1
         paged = compile_paged(self.xml, threads=threads, precision=precision)
         self.precision = paged.precision

@@ -1,8 +1,26 @@
-"""Which GGUF file GenAI builds the paged model from (the `weights_type` option), each rewrite
-made once by llama.cpp's quantizer and cached by content hash. GenAI decodes F32, F16 and Q8_0 as
+"""Which IR the paged model is compiled from (the `weights_type` option), each rewrite made once
+by llama.cpp's quantizer and cached by content hash. GenAI decodes F32, F16 and Q8_0 as
 llama.cpp does but misreads 4-bit k-quants, so a file of other types is never read as is.
 
-- `q8_0` (default): the file as is when it holds only F32, F16 and Q8_0 tensors, else a Q8_0
+- `gguf` (default): GenAI's IR of the Q8_0 rewrite with the file's own Q4_0, Q4_1, Q4_K and
+  Q5_0 blocks put back, 4-bit codes at 4 bits (exact_ir.py); other types (Q6_K among them) stay
+  at Q8_0. A file of F32, F16 and Q8_0 only is read as is. On a 2-core Sapphire Rapids, against
+  `q8_0`:
+  - closer to llama.cpp on the same file, teacher-forced at f32, 20 prompts x 32 tokens
+    (tests/unit/test_openvino_fidelity.py -s): SmolLM2 top-1 625/640 against 624, mean
+    |Δ logprob| 0.0294 against 0.0359; Qwen2.5-Coder-0.5B 628/640 against 624, 0.0160 against
+    0.0175;
+  - as fast or faster, in process at bf16, one stream / 16 streams, tok/s
+    (benchmarks/generation/openvino_speed.py --precision bf16 --weights-type q8_0 gguf --rounds 2
+    --max-tokens 64 --models smollm2-135m-instruct qwen2.5-coder-0.5b-instruct FILE; the 1.5B
+    model one round): SmolLM2 68.6 / 501.9 against 59.8 / 505.6; Qwen2.5-Coder-0.5B (mostly
+    Q5_0: 8-bit codes either way) 25.6 / 185.5 against 24.9 / 185.9; Qwen2.5-Coder-1.5B (Q4_K)
+    7.8 / 60.9 against 6.9 / 59.8;
+  - less memory: Qwen2.5-Coder-1.5B's IR holds 1,345 MiB of weights against 1,809, and the
+    process 2,893 MiB of RSS after 16 steps at bf16 against 3,798 (128.1 ms a step against
+    147.2; at f32 124.0 against 133.3; benchmarks/generation/openvino_footprint.py FILE
+    --precision f32 bf16 --weights-type gguf|q8_0).
+- `q8_0`: the file as is when it holds only F32, F16 and Q8_0 tensors, else a Q8_0
   rewrite (`pure`: every tensor Q8_0, none kept at a k-quant GenAI misreads).
 - `f16`: the file as is when it holds only F32 and F16 tensors, else an F16 rewrite. At bf16 on
   AMX the CPU plugin multiplies by weights it converted once, where it decompresses u8 weights
@@ -15,27 +33,32 @@ llama.cpp does but misreads 4-bit k-quants, so a file of other types is never re
   (benchmarks/generation/openvino_footprint.py FILE --precision bf16 [--weights-type f16]).
   Memory near the file's size is the default.
 
-Why Q8_0 and not an F16 rewrite (the route of the GenAI pipeline engine this one replaced): on a
-2-core Sapphire Rapids at f32 (dynamic activation quantization off, see graph.py), SmolLM2's
-Q8_0 model stepped in 15.8 ms for one sequence and 35.6 ms for 16, against 26.4 and 42.9 ms from
-F16 (it reads half the weight bytes; with dynamic quantization on, 12.9 and 21.8 ms, but prompt
-and decode passes then disagree). Teacher-forced against llama.cpp on the original Q4_1 file
-(engine/generation/fidelity.py, 20 prompts x 32 tokens): top-1 624/640, mean |Δ logprob| 0.036
-(F16: 625/640, 0.029). The file is 138 MiB, not 258; RSS was not compared.
+Why the Q8_0 rewrite under the file's own blocks, and not an F16 one (the route of the GenAI
+pipeline engine this one replaced): on a 2-core Sapphire Rapids at f32 (dynamic activation
+quantization off, see graph.py), SmolLM2's Q8_0 model stepped in 15.8 ms for one sequence and
+35.6 ms for 16, against 26.4 and 42.9 ms from F16 (it reads half the weight bytes; with dynamic
+quantization on, 12.9 and 21.8 ms, but prompt and decode passes then disagree). Teacher-forced
+against llama.cpp on the original Q4_1 file (engine/generation/fidelity.py, 20 prompts x 32
+tokens): top-1 624/640, mean |Δ logprob| 0.036 (F16: 625/640, 0.029). The file is 138 MiB, not
+258; RSS was not compared.
 
 Why not Q4_0 (llama.cpp's quantizer, Q8_0 kept for the embeddings and the output layer), though
 GenAI reads it exactly too: it is faster but requantizes 4-bit k-quants a second time. Same
 machine, f32, in process (10 prompts x 32 tokens teacher-forced against llama.cpp on the original):
 SmolLM2 one stream 86.2 against 64.1 tok/s, 16 streams 435 against 371, top-1 77.8% against
 98.1%; Qwen2.5-Coder-0.5B 31.4 against 25.0 tok/s, 156 against 147, top-1 88.8% against 97.8%.
-Weights near 4 bits that keep the agreement need the file's own Q4_K/Q6_K blocks rebuilt with
-their exact zero points.
+The `gguf` route keeps 4 bits without requantizing: the file's own blocks.
+
+Why not the file's Q6_K blocks too: as u8 codes in groups of 16 they made Qwen2.5-Coder-1.5B step
+in 186.8 ms at bf16 against 147.2 from Q8_0 (exact_ir.PUT_BACK).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from aios_serve.backends.openvino_paged.exact_ir import PUT_BACK, save_with_own_blocks
+from aios_serve.backends.openvino_paged.ir import IR_NAME, cached, cached_ir, ir_folder
 from aios_serve.models.gguf_rewrite import F16, Q8_0, holds_only, rewritten
 
 EXACT_TYPES = frozenset({"F32", "F16", "Q8_0"})
@@ -55,13 +78,28 @@ def f16_rewrite(gguf: Path) -> Path:
     return rewritten(gguf, ftype=F16, label="f16", folder="openvino")
 
 
-def paged_weights(gguf: Path, weights_type: str = "q8_0") -> tuple[Path, str]:
-    """The file to build the model from for `weights_type` (q8_0, f16) and its route: `as-is`,
-    `q8_0-rewrite` or `f16-rewrite`."""
+def own_blocks_ir(gguf: Path) -> Path:
+    """The IR of the Q8_0 rewrite with the file's own blocks put back (exact_ir.py), made once
+    per content hash."""
+    rewrite = q8_0_rewrite(gguf)
+    base = cached_ir(rewrite)
+    return cached(
+        ir_folder(gguf, "own-blocks"),
+        lambda scratch: save_with_own_blocks(base, gguf, rewrite, scratch / IR_NAME),
+    )
+
+
+def paged_ir(gguf: Path, weights_type: str = "gguf") -> tuple[Path, str]:
+    """The IR to compile for `weights_type` (q8_0, f16, gguf) and its route: `as-is`,
+    `q8_0-rewrite`, `f16-rewrite` or `own-blocks`."""
+    if weights_type == "gguf" and not holds_only(gguf, EXACT_TYPES):
+        if holds_only(gguf, EXACT_TYPES | PUT_BACK):
+            return own_blocks_ir(gguf), "own-blocks"
+        return own_blocks_ir(gguf), "own-blocks, others q8_0"
     if weights_type == "f16":
         if holds_only(gguf, FLOAT_TYPES):
-            return gguf, "as-is"
-        return f16_rewrite(gguf), "f16-rewrite"
+            return cached_ir(gguf), "as-is"
+        return cached_ir(f16_rewrite(gguf)), "f16-rewrite"
     if holds_only(gguf, EXACT_TYPES):
-        return gguf, "as-is"
-    return q8_0_rewrite(gguf), "q8_0-rewrite"
+        return cached_ir(gguf), "as-is"
+    return cached_ir(q8_0_rewrite(gguf)), "q8_0-rewrite"

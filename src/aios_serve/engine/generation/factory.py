@@ -150,17 +150,17 @@ def _transformers(spec: EngineSpec) -> EngineClient:
 def _openvino(spec: EngineSpec) -> EngineClient:
     """OpenVINO's paged-attention model under our loop, built from the file or its Q8_0 (or F16)
     rewrite (backends/openvino_paged/weights.py)."""
-    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_weights, precision
+    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir, precision
 
     options = spec.parsed_options
     gguf = Path(spec.path)
     if gguf.is_dir():
         raise ValueError(f"the openvino engine reads a .gguf file; {gguf} is a folder")
     compiled_at = precision.resolve(options.inference_precision)
-    weights, route = paged_weights(gguf, options.weights_type)
+    ir, route = paged_ir(gguf, options.weights_type)
     backend = OpenVinoPagedModel(
         gguf,
-        weights=weights,
+        ir=ir,
         context_length=_context(spec, options),
         max_sequences=options.max_num_seqs,
         max_batch_tokens=max(options.max_batch_tokens, options.max_num_seqs),

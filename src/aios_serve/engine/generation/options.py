@@ -25,10 +25,11 @@ class GenerationOptions(BaseModel):
     """Run the engine in its own worker process (supervised and restarted); off: in process."""
     kv_cache_gb: int = Field(default=1, ge=1)
     """OpenVINO only: the paged KV cache's size in GB."""
-    weights_type: Literal["q8_0", "f16"] = "q8_0"
-    """OpenVINO only: what the model is built from, the file or its rewrite: `q8_0` (memory near
-    the file's size) or `f16` (on AMX at bf16 1.37-1.53x the aggregate at 16 streams, but about
-    6 bytes a weight in memory; backends/openvino_paged/weights.py)."""
+    weights_type: Literal["gguf", "q8_0", "f16"] = "gguf"
+    """OpenVINO only: what the model is built from: `gguf` (the file's own Q4_0, Q4_1, Q4_K and
+    Q5_0 blocks, other types at Q8_0; closest to llama.cpp, least memory), `q8_0` (every tensor
+    from a Q8_0 rewrite) or `f16` (an F16 rewrite: on AMX at bf16 1.37-1.53x Q8_0's aggregate
+    at 16 streams, but about 6 bytes a weight in memory; backends/openvino_paged/weights.py)."""
     num_kv_blocks: int | None = Field(default=None, gt=0)
     """OpenVINO only: the KV cache in blocks (of 32 tokens on CPU) instead of `kv_cache_gb`."""
     prefix_caching: bool = True
