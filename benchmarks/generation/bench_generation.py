@@ -26,6 +26,7 @@ import httpx
 from servers import (
     IN_PROCESS,
     SERVERS,
+    WEIGHTS_TYPES,
     free_port,
     machine,
     running,
@@ -262,7 +263,9 @@ def main() -> None:
         "--models", nargs="+", help=f"default: {' '.join(MODELS)} and each --gguf NAME (any of these)"
     )
     add_gguf_option(parser, "also a GGUF file that is not bundled, served as NAME (repeatable)")
-    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS + IN_PROCESS)
+    parser.add_argument(
+        "--servers", nargs="+", default=list(SERVERS), choices=SERVERS + IN_PROCESS + tuple(WEIGHTS_TYPES)
+    )
     parser.add_argument(
         "--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 4, 8, 16], help="1,4,8,16"
     )
