@@ -5,8 +5,8 @@ those blocks (gguf_blocks.py), codes at their own width (u4 or u8) and scales pe
 The CPU plugin multiplies by compressed weights of the form scale * (code - zero point). Q4_0,
 Q5_0 and Q6_K have an integer zero point (8, 16, 32). Q4_1's and Q4_K's blocks subtract a
 per-group offset instead, which becomes the zero point offset / scale, held in f16 as GenAI's
-scales are: its rounding moves a weight by at most offset * 2**-12 (the zero points of
-Qwen2.5-Coder-1.5B's Q4_K blocks are below 17, so under 0.005 of a code). Scales are products of
+scales are: its rounding moves a weight by at most offset * 2**-11 (the zero points of
+Qwen2.5-Coder-1.5B's Q4_K blocks are below 17, so under 0.008 of a code). Scales are products of
 a block's f16 and 6-bit factors, also held in f16. Tensors of other types (Q6_K, Q5_1, Q5_K, Q3_K
 ...) and the token embedding (read by a Gather) keep the rewrite's Q8_0.
 """
@@ -38,7 +38,6 @@ class _Weight:
     → Reshape [out, in] → (Convert) → consumer input."""
 
     codes: Any
-    reshape: Any
     consumer: Any
     port: int
 
@@ -78,12 +77,11 @@ def _q8_weights(model: Any) -> list[_Weight]:
                 break
             chain = users[0].get_node()
         else:
-            reshape = chain
-            users = list(reshape.output(0).get_target_inputs())
+            users = list(chain.output(0).get_target_inputs())
             if len(users) == 1 and users[0].get_node().get_type_name() == "Convert":
                 users = list(users[0].get_node().output(0).get_target_inputs())
             if len(users) == 1:
-                found.append(_Weight(node, reshape, users[0].get_node(), users[0].get_index()))
+                found.append(_Weight(node, users[0].get_node(), users[0].get_index()))
     return found
 
 
@@ -185,7 +183,7 @@ def save_with_own_blocks(
             continue
         order = row_order(in_ir, rewrite_codes(np.asarray(twin.data)).reshape(out, cols))
         if order is None:
-            log.warning("%s: the IR's rows match none of the rewrite's; kept at Q8_0", twin.name)
+            log.warning("%s: an IR row has no twin in the rewrite; kept at Q8_0", twin.name)
             continue
         type_name = tensor.tensor_type.name
         decoded = _rows(
