@@ -3,6 +3,7 @@ and cached (the OpenVINO routes read these where GenAI misreads the original's t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -15,11 +16,18 @@ F16 = 1  # LLAMA_FTYPE_MOSTLY_F16
 Q8_0 = 7  # LLAMA_FTYPE_MOSTLY_Q8_0
 
 
-def tensor_types(gguf: Path) -> set[str]:
-    """The tensor types in a GGUF file (read from its header, weights memory-mapped)."""
+def tensor_types(gguf: Path) -> frozenset[str]:
+    """The tensor types in a GGUF file (read from its header, weights memory-mapped; remembered
+    per path, size and modification time: gguf-py takes seconds over a large vocabulary)."""
+    stat = gguf.stat()
+    return _read_types(str(gguf.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_types(path: str, size: int, modified_ns: int) -> frozenset[str]:
     from gguf import GGUFReader
 
-    return {tensor.tensor_type.name for tensor in GGUFReader(str(gguf)).tensors}
+    return frozenset(tensor.tensor_type.name for tensor in GGUFReader(path).tensors)
 
 
 def holds_only(gguf: Path, types: frozenset[str]) -> bool:

@@ -80,13 +80,13 @@ def f16_rewrite(gguf: Path) -> Path:
 
 def own_blocks_ir(gguf: Path) -> Path:
     """The IR of the Q8_0 rewrite with the file's own blocks put back (exact_ir.py), made once
-    per content hash."""
-    rewrite = q8_0_rewrite(gguf)
-    base = cached_ir(rewrite)
-    return cached(
-        ir_folder(gguf, "own-blocks"),
-        lambda scratch: save_with_own_blocks(base, gguf, rewrite, scratch / IR_NAME),
-    )
+    per content hash (the rewrite and its IR only while it is made)."""
+
+    def build(scratch: Path) -> None:
+        rewrite = q8_0_rewrite(gguf)
+        save_with_own_blocks(cached_ir(rewrite), gguf, rewrite, scratch / IR_NAME)
+
+    return cached(ir_folder(gguf, "own-blocks"), build)
 
 
 def paged_ir(gguf: Path, weights_type: str = "gguf") -> tuple[Path, str]:
