@@ -18,6 +18,8 @@ import pytest
 
 from aios_serve.engine.generation.factory import EngineSpec
 from aios_serve.engine.generation.interface import EngineUnavailable
+from aios_serve.engine.generation.model import worker_engine
+from aios_serve.engine.generation.options import GenerationOptions
 from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.engine.generation.worker import WorkerEngine
 from aios_serve.engine.generation.worker.state import TEST_HANG_ENV
@@ -99,6 +101,32 @@ def test_hung_worker_is_killed_and_restarted(monkeypatch: pytest.MonkeyPatch) ->
             await wait_ready(engine, 60)
             assert engine.health().restarts == 1
             assert await drain(engine.generate(PROMPT, SHORT, 1)) == "ok"  # the hook was one-off
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_its_client_lets_in_is_not_refused_by_the_worker() -> None:
+    """One running, one waiting (a queue of 1): the running one is cancelled and a third sent at
+    once. The client counts the queue from the last stats and lets it in; the worker, which has
+    not yet dropped the cancelled one, used to refuse it inside its stream (a 200 cut short)."""
+
+    async def scenario() -> None:
+        options = GenerationOptions(engine="llama.cpp", n_threads=2, max_num_seqs=1, max_queued_requests=1)
+        spec = EngineSpec(SMOL, str(resolve_bundled(SMOL)), options=options.model_dump())
+        engine = worker_engine(spec, options)
+        await engine.start()
+        try:
+            running = engine.generate(PROMPT, LONG, 1)
+            await running.__anext__()
+            waiting = engine.generate(PROMPT, SHORT, 1)
+            while engine.stats().waiting != 1:
+                await asyncio.sleep(0.01)
+            running.cancel()
+            let_in = engine.generate(PROMPT, SHORT, 1)
+            assert await drain(let_in) == "ok"
+            assert await drain(waiting) == "ok"
         finally:
             await engine.stop()
 

@@ -28,6 +28,10 @@ class EngineSpec:
     path: str
     max_model_len: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    queue_limited: bool = True
+    """Whether the engine refuses requests past `max_queued_requests` (QueueFull). False in a
+    worker: its client in the server process refuses them, before a stream's 200 is sent, and
+    the worker queues whatever its client let through (the client counts from stats a step old)."""
 
     @property
     def parsed_options(self) -> GenerationOptions:
@@ -92,7 +96,7 @@ def _local(
         name=spec.name,
         engine_name=engine_name,
         kv_cells=kv_cells,
-        max_queued=spec.parsed_options.max_queued_requests,
+        max_queued=spec.parsed_options.max_queued_requests if spec.queue_limited else None,
         details=details,
     )
 

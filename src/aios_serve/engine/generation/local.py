@@ -34,7 +34,7 @@ class LocalEngine:
         name: str,
         engine_name: str,
         kv_cells: int,
-        max_queued: int,
+        max_queued: int | None,
         details: str = "",
     ) -> None:
         self.backend = backend
@@ -123,7 +123,7 @@ class LocalEngine:
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, n: int) -> UpdateStream:
         loop = self._running()
-        if loop.queued >= self._max_queued:
+        if self._max_queued is not None and loop.queued >= self._max_queued:
             raise QueueFull(f"the model `{self._name}` has too many queued requests")
         grammar = self.compile(params.constraint) if params.constraint is not None else None
         stream = UpdateStream(asyncio.get_running_loop(), len(prompt_ids))

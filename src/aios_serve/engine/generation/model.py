@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +23,13 @@ from aios_serve.observability.engine_stats import EngineStats
 from aios_serve.served_model import Forwarder
 
 log = logging.getLogger("aios_serve.engine.generation")
+
+
+def worker_engine(spec: EngineSpec, options: GenerationOptions) -> WorkerEngine:
+    """The engine of `spec` in a worker process. Its client refuses requests past
+    `max_queued_requests` (a 503 before a stream starts); the worker queues what it lets in."""
+    in_worker = replace(spec, queue_limited=False)
+    return WorkerEngine(in_worker, name=spec.name, max_queued=options.max_queued_requests)
 
 
 class ModelVocabulary(Vocabulary, ChatTemplateSource, Protocol):
@@ -62,7 +70,7 @@ class GenerationModel:
         # A GGUF file's tokenizer loads here without its weights; a Hugging Face folder's engine
         # (transformers) stays in this process, its backend tokenizing too.
         if self.options.worker and not Path(spec.path).is_dir():
-            engine = WorkerEngine(spec, name=self.spec.name, max_queued=self.options.max_queued_requests)
+            engine = worker_engine(spec, self.options)
             await engine.start()
         else:
             engine = await open_engine(spec)
