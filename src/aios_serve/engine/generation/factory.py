@@ -152,8 +152,8 @@ def _transformers(spec: EngineSpec) -> EngineClient:
 
 
 def _openvino(spec: EngineSpec) -> EngineClient:
-    """OpenVINO's paged-attention model under our loop, built from the file or its Q8_0 (or F16)
-    rewrite (backends/openvino_paged/weights.py)."""
+    """OpenVINO's paged-attention model under our loop, built from the file's own blocks over
+    its Q8_0 rewrite, or from a rewrite (`weights_type`; backends/openvino_paged/weights.py)."""
     from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir, precision
 
     options = spec.parsed_options
