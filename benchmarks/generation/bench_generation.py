@@ -231,7 +231,10 @@ def table(model: str, per_server: Results, args: argparse.Namespace) -> str:
         if "skip" in r:
             lines.append(f"\n{name}: not run: {r['skip']}")
         elif short := sum(int(v) for k, v in r.items() if k.startswith("short_")):
-            lines.append(f"\n{name}: {short} streams ended before {args.max_tokens} tokens (EOS kept?)")
+            lines.append(
+                f"\n{name}: {short} streams with fewer than {args.max_tokens} text chunks "
+                "(EOS kept, or tokens with no text such as an ignored end of turn)"
+            )
     return "\n".join(lines)
 
 
