@@ -35,11 +35,10 @@ KEY_VALUES = 64
 @dataclass
 class _Weight:
     """A Q8_0 weight in GenAI's IR: Constant(u8) → Convert → Subtract(zero) → Multiply(scale)
-    → Reshape [out, in] → (Convert) → consumer input."""
+    → Reshape [out, in] → (Convert) → the second input of a MatMul with `transpose_b`."""
 
     codes: Any
-    consumer: Any
-    port: int
+    matmul: Any
 
 
 def rewrite_codes(raw: np.ndarray, values: int | None = None) -> np.ndarray:
@@ -48,8 +47,8 @@ def rewrite_codes(raw: np.ndarray, values: int | None = None) -> np.ndarray:
     blocks = raw.reshape(-1).view(np.uint8)
     if values is not None:
         blocks = blocks[: -(-values // 32) * 34]
-    codes = blocks.reshape(-1, 34)[:, 2:].view(np.int8).astype(np.int16) + 128
-    return codes.astype(np.uint8).reshape(-1)[:values]
+    codes = blocks.reshape(-1, 34)[:, 2:] ^ 0x80  # a byte's int8 + 128 is the byte with its top bit flipped
+    return codes.reshape(-1)[:values]
 
 
 def row_order(in_ir: np.ndarray, in_rewrite: np.ndarray) -> np.ndarray | None:
@@ -64,6 +63,7 @@ def row_order(in_ir: np.ndarray, in_rewrite: np.ndarray) -> np.ndarray | None:
 
 
 def _q8_weights(model: Any) -> list[_Weight]:
+    """The model's Q8_0 MatMul weights (not the embedding, which a Gather reads)."""
     found = []
     for node in model.get_ordered_ops():
         if node.get_type_name() != "Constant" or str(node.get_output_element_type(0)) != "<Type: 'uint8_t'>":
@@ -80,9 +80,14 @@ def _q8_weights(model: Any) -> list[_Weight]:
             users = list(chain.output(0).get_target_inputs())
             if len(users) == 1 and users[0].get_node().get_type_name() == "Convert":
                 users = list(users[0].get_node().output(0).get_target_inputs())
-            if len(users) == 1:
-                found.append(_Weight(node, users[0].get_node(), users[0].get_index()))
+            if len(users) == 1 and _is_weight_of_matmul(users[0]):
+                found.append(_Weight(node, users[0].get_node()))
     return found
+
+
+def _is_weight_of_matmul(user: Any) -> bool:
+    node = user.get_node()
+    return bool(node.get_type_name() == "MatMul" and user.get_index() == 1 and node.get_transpose_b())
 
 
 def _constant(values: np.ndarray, bits: int, kept: list[np.ndarray]) -> Any:
@@ -142,18 +147,14 @@ def _rows(weights: Decoded, order: np.ndarray) -> Decoded:
     return replace(weights, codes=weights.codes[order], scale=weights.scale[order], offset=offset)
 
 
-def _put_back(weight: _Weight, decoded: Decoded, kept: list[np.ndarray]) -> bool:
-    """Replace one MatMul's weight by `decoded`; False where the consumer is not such a MatMul."""
+def _put_back(weight: _Weight, decoded: Decoded, kept: list[np.ndarray]) -> None:
+    """Replace the MatMul's weight by `decoded`."""
     import openvino as ov
     import openvino.opset13 as ops
 
-    matmul = weight.consumer
-    if matmul.get_type_name() != "MatMul" or weight.port != 1 or not matmul.get_transpose_b():
-        return False
     rows, cols = decoded.codes.shape
     new_weight = ops.convert(_decompressed(decoded, rows, cols, kept), ov.Type.f32)
-    matmul.input(1).replace_source_output(new_weight.output(0))
-    return True
+    weight.matmul.input(1).replace_source_output(new_weight.output(0))
 
 
 def save_with_own_blocks(
@@ -189,8 +190,8 @@ def save_with_own_blocks(
         decoded = _rows(
             decode(np.asarray(tensor.data).reshape(-1).view(np.uint8), type_name, out, cols), order
         )
-        if _put_back(weight, decoded, kept):
-            counts[type_name] = counts.get(type_name, 0) + 1
+        _put_back(weight, decoded, kept)
+        counts[type_name] = counts.get(type_name, 0) + 1
     model.validate_nodes_and_infer_types()
     ov.save_model(model, str(target), compress_to_fp16=False)
     log.info("put the file's own blocks back: %s", counts)
