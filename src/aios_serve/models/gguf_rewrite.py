@@ -33,11 +33,23 @@ def _read_types(path: str, size: int, modified_ns: int) -> frozenset[str]:
 def holds_only(gguf: Path, types: frozenset[str]) -> bool:
     """Whether every tensor of the file is of one of `types`; False (logged) where its header
     cannot be read, so the caller rewrites it."""
+    found = _readable_types(gguf)
+    return found is not None and found <= types
+
+
+def holds_any(gguf: Path, types: frozenset[str]) -> bool:
+    """Whether some tensor of the file is of one of `types`; False (logged) where its header
+    cannot be read."""
+    found = _readable_types(gguf)
+    return found is not None and bool(found & types)
+
+
+def _readable_types(gguf: Path) -> frozenset[str] | None:
     try:
-        return tensor_types(gguf) <= types
+        return tensor_types(gguf)
     except Exception as exc:
         log.warning("could not read the tensor types of %s: %s", gguf, exc)
-        return False
+        return None
 
 
 def rewritten(gguf: Path, *, ftype: int, label: str, folder: str, pure: bool = False) -> Path:

@@ -59,7 +59,7 @@ from pathlib import Path
 
 from aios_serve.backends.openvino_paged.exact_ir import PUT_BACK, save_with_own_blocks
 from aios_serve.backends.openvino_paged.ir import IR_NAME, cached, cached_ir, ir_folder
-from aios_serve.models.gguf_rewrite import F16, Q8_0, holds_only, rewritten, tensor_types
+from aios_serve.models.gguf_rewrite import F16, Q8_0, holds_any, holds_only, rewritten
 
 EXACT_TYPES = frozenset({"F32", "F16", "Q8_0"})
 """Tensor types GenAI 2026.4 decodes as llama.cpp does."""
@@ -93,7 +93,7 @@ def paged_ir(gguf: Path, weights_type: str = "gguf") -> tuple[Path, str]:
     """The IR to compile for `weights_type` (q8_0, f16, gguf) and its route: `as-is`,
     `q8_0-rewrite`, `f16-rewrite` or `own-blocks` (`gguf` on a file with no block type to put
     back takes the `q8_0` route)."""
-    if weights_type == "gguf" and _holds_some(gguf, PUT_BACK):
+    if weights_type == "gguf" and holds_any(gguf, PUT_BACK):
         if holds_only(gguf, EXACT_TYPES | PUT_BACK):
             return own_blocks_ir(gguf), "own-blocks"
         return own_blocks_ir(gguf), "own-blocks, others q8_0"
@@ -104,11 +104,3 @@ def paged_ir(gguf: Path, weights_type: str = "gguf") -> tuple[Path, str]:
     if holds_only(gguf, EXACT_TYPES):
         return cached_ir(gguf), "as-is"
     return cached_ir(q8_0_rewrite(gguf)), "q8_0-rewrite"
-
-
-def _holds_some(gguf: Path, types: frozenset[str]) -> bool:
-    """Whether any tensor of the file is of one of `types` (False where its header cannot be read)."""
-    try:
-        return bool(tensor_types(gguf) & types)
-    except Exception:
-        return False
