@@ -52,6 +52,11 @@ def poem_request(vocab: LlamaCppVocab, topic: str) -> list[int]:
     return chat_ids(vocab, ask.strip())
 
 
+def model_path(name: str) -> Path:
+    """A bundled model's file, or `name` itself where it is a .gguf path."""
+    return Path(name).expanduser() if name.endswith(".gguf") else resolve_bundled(name)
+
+
 def openvino_engine(path: Path, precision: str, threads: int = 2, weights_type: str = "gguf") -> EngineClient:
     """The openvino engine over a GGUF, in this process, as the factory builds it: 16 sequences,
     a context of 2,048, `threads` threads, at `precision`, from `weights_type`."""
@@ -100,7 +105,7 @@ async def _flips(engine: EngineClient, prompts: list[list[int]]) -> int:
 
 
 async def _model(name: str, rounds: int, max_tokens: int) -> None:
-    path = Path(name).expanduser() if name.endswith(".gguf") else resolve_bundled(name)
+    path = model_path(name)
     vocab = LlamaCppVocab(path)
     engines = {p: await asyncio.to_thread(openvino_engine, path, p) for p in PRECISIONS}
     for engine in engines.values():

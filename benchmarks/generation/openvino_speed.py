@@ -22,13 +22,12 @@ import statistics
 import time
 from pathlib import Path
 
-from openvino_precision import chat_ids, greedy_tokens, openvino_engine, speed
+from openvino_precision import chat_ids, greedy_tokens, model_path, openvino_engine, speed
 from servers import machine
 
 from aios_serve.backends.llama_cpp import LlamaCppModel, LlamaCppVocab
 from aios_serve.engine.generation.interface import EngineClient
 from aios_serve.engine.generation.local import LocalEngine
-from aios_serve.models.bundled import resolve_bundled
 
 MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
 STREAMS = (1, 16)
@@ -61,7 +60,7 @@ def _engines(path: Path, precision: str, weights_types: list[str]) -> dict[str, 
 async def _model(
     name: str, precision: str, rounds: int, max_tokens: int, weights_types: list[str], prefix_words: int
 ) -> None:
-    path = Path(name) if name.endswith(".gguf") else resolve_bundled(name)
+    path = model_path(name)
     engines = await asyncio.to_thread(_engines, path, precision, weights_types)
     for engine in engines.values():
         await engine.start()
