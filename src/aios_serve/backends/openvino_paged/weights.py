@@ -65,6 +65,10 @@ EXACT_TYPES = frozenset({"F32", "F16", "Q8_0"})
 """Tensor types GenAI 2026.4 decodes as llama.cpp does."""
 FLOAT_TYPES = frozenset({"F32", "F16"})
 """Tensor types the f16 route reads as is."""
+OWN_BLOCKS_LABEL = "own-blocks-v4"
+"""The own-blocks IR's cache label; v4: integer zero points, the offsets' remainder taken off
+the output, group sums shared (v1: f16 zero points; v2: offsets whole off the output; v3: a
+group sum per MatMul)."""
 
 
 def q8_0_rewrite(gguf: Path) -> Path:
@@ -86,7 +90,7 @@ def own_blocks_ir(gguf: Path) -> Path:
         rewrite = q8_0_rewrite(gguf)
         save_with_own_blocks(cached_ir(rewrite), gguf, rewrite, scratch / IR_NAME)
 
-    return cached(ir_folder(gguf, "own-blocks"), build)
+    return cached(ir_folder(gguf, OWN_BLOCKS_LABEL), build)
 
 
 def paged_ir(gguf: Path, weights_type: str = "gguf") -> tuple[Path, str]:
