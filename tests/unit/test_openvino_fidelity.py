@@ -21,10 +21,10 @@ from tests.cpu import AUTO_OPENVINO_PRECISION, NATIVE_BF16
 SMOL = "smollm2-135m-instruct"
 QWEN = "qwen2.5-coder-0.5b-instruct"
 
-PRECISIONS = ["f32", *(["bf16"] if NATIVE_BF16 else [])]
 BOUNDS = {
     # (least top-1 agreement, most mean |Δ logprob|, most max |Δ logprob|, most tie margin)
     "f32": (0.93, 0.08, 1.0, 1.0),
+    "f32, int8 activations": (0.93, 0.08, 1.0, 1.0),
     "bf16": (0.90, 0.10, 5.0, 5.0),
 }
 """Teacher-forced fidelity to llama.cpp on the original file, per precision (the figures each
@@ -59,28 +59,42 @@ async def _engine(model: str, option: str, **extra: Any) -> LocalEngine:
     return engine
 
 
-ROUTES = [(precision, "gguf") for precision in PRECISIONS] + [("f32", "q8_0")]
-"""Each precision on the default weights (the file's own blocks), and f32 on the Q8_0 rewrite."""
+ROUTES = [
+    ("f32", "gguf", False),
+    ("f32", "gguf", True),
+    *([("bf16", "gguf", False)] if NATIVE_BF16 else []),
+    ("f32", "q8_0", False),
+]
+"""(precision, weights_type, batch_invariant): each precision on the default weights (the file's
+own blocks), f32 also batch-invariant, and the default f32 on the Q8_0 rewrite."""
 
 
 @pytest.mark.asyncio(loop_scope="session")
-@pytest.mark.parametrize(("precision_option", "weights_type"), ROUTES)
+@pytest.mark.parametrize(("precision_option", "weights_type", "batch_invariant"), ROUTES)
 @pytest.mark.parametrize("model", [SMOL, QWEN])
 async def test_fidelity_to_llama_cpp(
-    model: str, precision_option: str, weights_type: str, references: dict[str, list[fidelity.ReferenceRun]]
+    model: str,
+    precision_option: str,
+    weights_type: str,
+    batch_invariant: bool,
+    references: dict[str, list[fidelity.ReferenceRun]],
 ) -> None:
     """Teacher-forced: at every position of llama.cpp's greedy output, OpenVINO's greedy token
     and its logprob against llama.cpp's distribution, 16 sequences at once."""
     runs = await asyncio.to_thread(_references, model, references)
     options = {"max_num_seqs": 16, "max_queued_requests": 1024, "weights_type": weights_type}
-    engine = await _engine(model, precision_option, **options)
+    engine = await _engine(model, precision_option, batch_invariant=batch_invariant, **options)
     try:
         assert engine.backend.precision == precision_option  # type: ignore[attr-defined]
+        quantized = engine.backend.quantized_group  # type: ignore[attr-defined]
+        assert quantized == (32 if precision_option == "f32" and not batch_invariant else 0)
         result = await fidelity.measure(engine, runs)
     finally:
         await engine.stop()
     print(f"\n{model} {precision_option} ({engine.engine_details}): {result.describe()}")
-    least_agreement, mean_diff, max_diff, tie_margin = BOUNDS[precision_option]
+    least_agreement, mean_diff, max_diff, tie_margin = BOUNDS[
+        f"{precision_option}, int8 activations" if quantized else precision_option
+    ]
     assert result.positions == fidelity.TOKENS * len(fidelity.PROMPTS)
     assert result.agreement >= least_agreement, result
     assert result.mean_logprob_diff <= mean_diff, result
@@ -105,7 +119,8 @@ async def test_the_compiled_model_reports_the_asked_precision(option: str) -> No
     try:
         compiled = engine.backend.precision  # type: ignore[attr-defined]
         assert compiled == EXPECTED_PRECISION[option]
-        assert engine.engine_details.startswith(f"precision {compiled} (asked {option}; CPU ")
+        quantized = ", int8 activations per 32" if compiled == "f32" else ""
+        assert engine.engine_details.startswith(f"precision {compiled}{quantized} (asked {option}; CPU ")
         assert "avx2" in engine.engine_details
     finally:
         await engine.stop()

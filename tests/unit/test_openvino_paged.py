@@ -148,7 +148,7 @@ def _greedy(
 
 
 def test_batched_greedy_equals_alone(model: OpenVinoPagedModel) -> None:
-    assert model.precision == "f32" and model.gathers_logits
+    assert model.precision == "f32" and model.quantized_group == 0 and model.gathers_logits
     prompts = [
         _chat(model, t) for t in ("What is the capital of France?", "Write a haiku.", "Name a colour.")
     ]
@@ -349,10 +349,11 @@ async def test_the_factory_builds_it() -> None:
     path = resolve_bundled(SMOL)
     # `openvino-paged`, this engine's name while it was experimental, still names it
     options = {"engine": "openvino-paged", "inference_precision": "f32", "n_threads": 2, "max_num_seqs": 4}
+    options["batch_invariant"] = True
     engine = await open_engine(EngineSpec(name=SMOL, path=str(path), max_model_len=1024, options=options))
     try:
         assert isinstance(engine, LocalEngine) and engine.engine_name == "openvino"
-        assert engine.engine_details.startswith("precision f32 (asked f32; CPU ")
+        assert engine.engine_details.startswith("precision f32 (asked f32; CPU ")  # no int8 activations
         assert isinstance(engine.backend, OpenVinoPagedModel) and engine.backend.precision == "f32"
         assert engine.context_length == 1024
         out = await _run(engine, _chat(engine.backend, "Hi!"), SamplingParams(max_tokens=3, ignore_eos=True))

@@ -26,7 +26,8 @@ class OpenVinoPagedModel(LlamaCppVocab):
 
     `path` is the GGUF file whose vocabulary and chat template we serve (llama.cpp reads them,
     no weights); `ir` is the model to compile (weights.paged_ir; default: `path`'s own blocks).
-    `num_blocks` overrides the `kv_cache_gb` budget.
+    `num_blocks` overrides the `kv_cache_gb` budget. Without `dynamic_quantization` at f32 a
+    row's logits do not depend on the rest of the batch (precision.py).
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         max_batch_tokens: int,
         n_threads: int | None = None,
         precision: str = "f32",
+        dynamic_quantization: bool = False,
         kv_cache_gb: float = 1.0,
         num_blocks: int | None = None,
         prefix_caching: bool = True,
@@ -52,9 +54,13 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self.mixes_prompt_and_decode = True  # prompt chunks of any lengths join decode tokens
         self.xml = ir or paged_ir(path)[0]
         threads = n_threads or os.cpu_count() or 1
-        paged = compile_paged(self.xml, threads=threads, precision=precision)
+        paged = compile_paged(
+            self.xml, threads=threads, precision=precision, dynamic_quantization=dynamic_quantization
+        )
         self.precision = paged.precision
         """INFERENCE_PRECISION_HINT as the compiled model reports it."""
+        self.quantized_group = paged.dynamic_quantization
+        """Activations quantized to int8 per this many values; 0: not quantized."""
         self.gathers_logits = paged.gathers_logits
         self._request = paged.compiled.create_infer_request()
         blocks = num_blocks or blocks_for_budget(paged.compiled, kv_cache_gb)
@@ -64,9 +70,11 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self.pool = BlockPool(blocks, block_size(paged.compiled), prefix_caching)
         self.kv_cells = blocks * self.pool.block_size
         log.info(
-            "OpenVINO paged model %s: %s, %d layers, KV %s in %d blocks of %d (%.2f GB)",
+            "OpenVINO paged model %s: %s (int8 activations per %d; 0: off), %d layers, KV %s in %d "
+            "blocks of %d (%.2f GB)",
             path.name,
             self.precision,
+            self.quantized_group,
             self.cache.layers,
             self.cache.element_type,
             blocks,
@@ -78,7 +86,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         """The compiled precision (and the option that `asked` for it) and the cache, for logs,
         the start-up banner and benchmarks."""
         caching = "on" if self.pool.prefix_caching else "off"
-        shown = described(asked, self.precision) if asked else f"precision {self.precision}"
+        shown = described(asked or self.precision, self.precision, self.quantized_group)
         return (
             f"{shown}, KV {self.cache.element_type} "
             f"{self.pool.num_blocks}x{self.pool.block_size} cells, prefix caching {caching}"

@@ -1,10 +1,13 @@
-"""The CPU plugin's inference precision for the paged model: what the `inference_precision`
-option asks for and what this CPU gets. The compiled model reports what it became (graph.py).
+"""How the CPU plugin computes the paged model: the activation precision that the
+`inference_precision` option asks for and this CPU gets, and whether activations are quantized
+to int8 on the fly (dynamic quantization). The compiled model reports what it became (graph.py).
 
 Left alone, the plugin infers in bf16 wherever the CPU has AVX-512 BF16 or AMX, and in f32
-elsewhere. bf16 keeps 8 bits of mantissa, so near-tied logits flip with the batch's shape and
-batched greedy output no longer equals sequential. We therefore always pass the precision
-explicitly and read it back.
+elsewhere; at f32 it quantizes activations per group of 32 and multiplies integers where the
+weights allow it. Either way a row's result depends on what else is in the batch (bf16 keeps 8
+bits of mantissa; the quantized kernels are chosen by the batch's size), so near-tied logits flip
+and batched greedy output no longer equals sequential. `batch_invariant` asks for plain f32,
+which keeps it equal. We always pass both settings explicitly and read them back.
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ log = logging.getLogger("aios_serve.backends.openvino_paged")
 
 
 def auto_precision(flags: frozenset[str]) -> str:
-    """`auto`'s choice on a CPU with `flags`: bf16 where it has AMX, f32 elsewhere.
+    """`auto`'s choice on a CPU with `flags`: f32 with dynamic quantization everywhere.
 
-    Measured in process on a 2-core Sapphire Rapids (README, "Inference precision"): bf16 gave
-    1.25-1.30x exact f32's aggregate at 16 streams on the bundled models and a 1.5B one, the
-    same one-stream speed on the bundled models and 0.91x on the 1.5B. Without AMX (Zen 4's
-    AVX-512 BF16, AVX2) nothing is measured on this backend, so the exact setting stays.
+    Measured over HTTP on a 2-core Sapphire Rapids in one run (benchmarks/generation/README.md,
+    2026-12-06), against bf16 on AMX, Qwen2.5-Coder-0.5B / SmolLM2 / Qwen2.5-Coder-1.5B: one
+    stream 30.1 / 63.4 / 10.0 tok/s against 23.0 / 48.9 / 6.0; 16 streams 211.2 / 443.9 / 60.6
+    against 163.0 / 342.9 / 44.1. bf16 gives the first token of a 500-token prompt sooner (0.47 /
+    0.30 / 2.07 s against 0.90 / 0.45 / 3.36), and `inference_precision: bf16` keeps it on offer.
+    On Zen 4 the issue that asked for this engine found f32 with int8 activations faster than
+    bf16 on Qwen; Zen 3 has no bf16.
     """
-    return "bf16" if "amx_bf16" in flags else "f32"
+    del flags  # every CPU class takes the same choice until one is measured to differ
+    return "f32"
 
 
 def resolve(option: str) -> str:
@@ -38,6 +45,13 @@ def resolve(option: str) -> str:
     return option
 
 
-def described(asked: str, compiled: str) -> str:
+def dynamic_quantization(precision: str, batch_invariant: bool) -> bool:
+    """Whether to quantize activations on the fly: at f32, unless the batch must not matter (the
+    plugin quantizes only f32 activations)."""
+    return precision == "f32" and not batch_invariant
+
+
+def described(asked: str, compiled: str, quantized_group: int = 0) -> str:
     """The precision as logs and the start-up banner show it, with the CPU's deciding flags."""
-    return f"precision {compiled} (asked {asked}; CPU {reported_flags()})"
+    quantized = f", int8 activations per {quantized_group}" if quantized_group else ""
+    return f"precision {compiled}{quantized} (asked {asked}; CPU {reported_flags()})"

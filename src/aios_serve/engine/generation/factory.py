@@ -170,6 +170,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         max_batch_tokens=max(options.max_batch_tokens, options.max_num_seqs),
         n_threads=_threads(options),
         precision=compiled_at,
+        dynamic_quantization=precision.dynamic_quantization(compiled_at, options.batch_invariant),
         kv_cache_gb=options.kv_cache_gb,
         num_blocks=options.num_kv_blocks,
         prefix_caching=options.prefix_caching,
