@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 from servers import (
     IN_PROCESS,
+    OPENVINO_VARIANTS,
     SERVERS,
-    WEIGHTS_TYPES,
     free_port,
     machine,
     running,
@@ -267,7 +267,7 @@ def main() -> None:
     )
     add_gguf_option(parser, "also a GGUF file that is not bundled, served as NAME (repeatable)")
     parser.add_argument(
-        "--servers", nargs="+", default=list(SERVERS), choices=SERVERS + IN_PROCESS + tuple(WEIGHTS_TYPES)
+        "--servers", nargs="+", default=list(SERVERS), choices=SERVERS + IN_PROCESS + tuple(OPENVINO_VARIANTS)
     )
     parser.add_argument(
         "--concurrency", type=lambda v: [int(c) for c in v.split(",")], default=[1, 4, 8, 16], help="1,4,8,16"

@@ -1,9 +1,11 @@
-"""The openvino engine (the paged backend under our loop), f32 against bf16 on this CPU: the
-figures `inference_precision: auto` is chosen by (README, "Inference precision").
+"""The openvino engine (the paged backend under our loop) at each way it can compute on this CPU:
+the figures `inference_precision: auto` is chosen by (README, "Inference precision").
 
-Per bundled chat model, both precisions loaded at once in this process (no HTTP, 2 threads):
+Per bundled chat model, each setting loaded at once in this process (no HTTP, 2 threads):
+`f32` (int8 activations, the default), `f32-invariant` (`batch_invariant: true`) and `bf16`:
 - decode tok/s of one stream and aggregate tok/s of 16 streams (128 tokens, EOS ignored), run
-  in turns (f32 then bf16, then bf16 then f32, ...) and reported as medians over `--rounds`;
+  in turns (the order reversed every round) and reported as medians over `--rounds`;
+- the time to the first token of a ~500-token prompt (a new one per round; median);
 - batched-against-sequential flips: 8 greedy prompts run one after another, then all at once;
 - fidelity to llama.cpp on the same GGUF (engine/generation/fidelity.py, 20 prompts x 32 tokens).
 
@@ -28,7 +30,10 @@ from aios_serve.engine.generation.sampling import SamplingParams
 from aios_serve.models.bundled import resolve_bundled
 
 MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
-PRECISIONS = ("f32", "bf16")
+SETTINGS = ("f32", "f32-invariant", "bf16")
+"""`inference_precision`, with `-invariant` for `batch_invariant: true`."""
+LONG_PROMPT_WORDS = 420
+"""Words of the long prompt: ~500 tokens with either bundled model's tokenizer."""
 POEM_TOPICS = [
     "the sea",
     "a mountain",
@@ -52,23 +57,43 @@ def poem_request(vocab: LlamaCppVocab, topic: str) -> list[int]:
     return chat_ids(vocab, ask.strip())
 
 
+def _long_text(variant: int) -> str:
+    """~500 tokens of prose that differ from the first sentence on for each `variant` (so no
+    block of it is in the prefix cache)."""
+    sentences = [
+        "The keeper climbed the stairs each night to light the lamp above the sea.",
+        "Ships passed far out, their lights small against the dark water.",
+        "In winter the wind came hard from the north and shook the windows.",
+        "He wrote the weather in a book that his mother had given him.",
+        "Gulls slept on the rocks below, and the tide came and went.",
+        "Once a year a boat brought oil, flour, letters and news from the town.",
+    ]
+    text = [f"Story number {variant}."]
+    while sum(len(s.split()) for s in text) < LONG_PROMPT_WORDS:
+        text.append(sentences[(len(text) + variant) % len(sentences)])
+    return " ".join(text) + " Summarise the story."
+
+
 def model_path(name: str) -> Path:
     """A bundled model's file, or `name` itself where it is a .gguf path."""
     return Path(name).expanduser() if name.endswith(".gguf") else resolve_bundled(name)
 
 
-def openvino_engine(path: Path, precision: str, threads: int = 2, weights_type: str = "gguf") -> EngineClient:
+def openvino_engine(path: Path, setting: str, threads: int = 2, weights_type: str = "gguf") -> EngineClient:
     """The openvino engine over a GGUF, in this process, as the factory builds it: 16 sequences,
-    a context of 2,048, `threads` threads, at `precision`, from `weights_type`."""
+    a context of 2,048, `threads` threads, at `setting` (a precision option, `-invariant` for
+    `batch_invariant`), from `weights_type`."""
+    precision, _, invariant = setting.partition("-")
     options = {
         "engine": "openvino",
         "inference_precision": precision,
+        "batch_invariant": bool(invariant),
         "weights_type": weights_type,
         "n_threads": threads,
         "max_num_seqs": 16,
         "max_queued_requests": 1024,
     }
-    return build_engine(EngineSpec(f"{path.stem}-{precision}", str(path), 2048, options), "openvino")
+    return build_engine(EngineSpec(f"{path.stem}-{setting}", str(path), 2048, options), "openvino")
 
 
 async def greedy_tokens(
@@ -107,40 +132,49 @@ async def _flips(engine: EngineClient, prompts: list[list[int]]) -> int:
 async def _model(name: str, rounds: int, max_tokens: int) -> None:
     path = model_path(name)
     vocab = LlamaCppVocab(path)
-    engines = {p: await asyncio.to_thread(openvino_engine, path, p) for p in PRECISIONS}
+    engines = {p: await asyncio.to_thread(openvino_engine, path, p) for p in SETTINGS}
     for engine in engines.values():
         await engine.start()
     try:
         prompt = chat_ids(vocab, "Write a long story about a lighthouse keeper.")
         speeds: dict[tuple[str, int], list[float]] = {}
+        first_token: dict[str, list[float]] = {}
         for round_index in range(rounds):
-            order = PRECISIONS if round_index % 2 == 0 else PRECISIONS[::-1]
+            order = SETTINGS if round_index % 2 == 0 else SETTINGS[::-1]
             for streams in (1, 16):
-                for precision in order:
-                    figure = await speed(engines[precision], prompt, streams, max_tokens)
-                    speeds.setdefault((precision, streams), []).append(figure)
+                for setting in order:
+                    figure = await speed(engines[setting], prompt, streams, max_tokens)
+                    speeds.setdefault((setting, streams), []).append(figure)
+            for k, setting in enumerate(order):
+                long_prompt = chat_ids(vocab, _long_text(round_index * len(SETTINGS) + k))
+                started = time.monotonic()
+                _, first, _ = await greedy_tokens(engines[setting], long_prompt, 1)
+                first_token.setdefault(setting, []).append(first - started)
         poems = [poem_request(vocab, topic) for topic in POEM_TOPICS]
         prompts = [chat_ids(vocab, t) for t in fidelity.PROMPTS]
         references = await asyncio.to_thread(fidelity.reference_runs, path, prompts, fidelity.TOKENS)
         print(f"\n### {name}, {rounds} rounds, {max_tokens} tokens")
-        print("| precision | compiled | 1 stream tok/s | 16 streams tok/s | flips | fidelity |")
-        print("|---|---|---|---|---|---|")
-        for precision, engine in engines.items():
+        print("| setting | compiled | 1 stream tok/s | 16 streams tok/s | TTFT 500, ms | flips | fidelity |")
+        print("|---|---|---|---|---|---|---|")
+        for setting, engine in engines.items():
             flips = await _flips(engine, poems)
             fid = await fidelity.measure(engine, references)
-            single = statistics.median(speeds[(precision, 1)])
-            many = statistics.median(speeds[(precision, 16)])
+            single = statistics.median(speeds[(setting, 1)])
+            many = statistics.median(speeds[(setting, 16)])
+            ttft = statistics.median(first_token[setting]) * 1e3
             compiled = engine.engine_details
             print(
-                f"| {precision} | {compiled} | {single:.1f} | {many:.1f} | {flips}/{len(poems)} | "
+                f"| {setting} | {compiled} | {single:.1f} | {many:.1f} | {ttft:.0f} | {flips}/{len(poems)} | "
                 f"{fid.describe()} |"
             )
-        ratios = [
-            b / f
-            for streams in (1, 16)
-            for f, b in zip(speeds[("f32", streams)], speeds[("bf16", streams)], strict=True)
-        ]
-        print(f"bf16/f32 per round (1 stream x{rounds}, then 16 x{rounds}): {[round(r, 3) for r in ratios]}")
+        for setting in SETTINGS[1:]:
+            ratios = [
+                b / f
+                for streams in (1, 16)
+                for f, b in zip(speeds[("f32", streams)], speeds[(setting, streams)], strict=True)
+            ]
+            shown = [round(r, 3) for r in ratios]
+            print(f"{setting}/f32 per round (1 stream x{rounds}, then 16 x{rounds}): {shown}")
     finally:
         for engine in engines.values():
             await engine.stop()

