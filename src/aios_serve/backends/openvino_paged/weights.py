@@ -4,8 +4,13 @@ llama.cpp does but misreads 4-bit k-quants, so a file of other types is never re
 
 - `gguf` (default): GenAI's IR of the Q8_0 rewrite with the file's own Q4_0, Q4_1, Q4_K and
   Q5_0 blocks put back, 4-bit codes at 4 bits (exact_ir.py); other types (Q6_K among them) stay
-  at Q8_0. A file of F32, F16 and Q8_0 only is read as is. On a 2-core Sapphire Rapids, against
-  `q8_0`:
+  at Q8_0. A file of F32, F16 and Q8_0 only is read as is. Q4_1's and Q4_K's offsets are
+  integer zero points plus a remainder taken off the output (exact_ir.py, since the cache label
+  `own-blocks-v4`), so the plugin keeps its int8 activations; teacher-forced at the default f32
+  with int8 activations (tests/unit/test_openvino_fidelity.py -s), SmolLM2 top-1 630/640, mean
+  |Δ logprob| 0.033 (`q8_0`: 623, 0.041), Qwen2.5-Coder-0.5B 625/640, 0.018 (`q8_0`: 623,
+  0.019). Measured on the route's first form (f16 zero points), on a 2-core Sapphire Rapids,
+  against `q8_0`:
   - closer to llama.cpp on the same file, teacher-forced at f32, 20 prompts x 32 tokens
     (tests/unit/test_openvino_fidelity.py -s): SmolLM2 top-1 625/640 against 624, mean
     |Δ logprob| 0.0294 against 0.0359; Qwen2.5-Coder-0.5B 628/640 against 624, 0.0160 against
