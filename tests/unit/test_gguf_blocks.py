@@ -8,7 +8,7 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize, quantize
 
-from aios_serve.backends.openvino_paged.exact_ir import row_order
+from aios_serve.backends.openvino_paged.exact_ir import PUT_BACK, _put_back, _Weight, row_order
 from aios_serve.backends.openvino_paged.gguf_blocks import DECODED_TYPES, decode, dequantized
 from aios_serve.models.bundled import resolve_bundled
 
@@ -69,3 +69,34 @@ def test_row_order_finds_rows_genai_moved() -> None:
     changed = rewrite[moved].copy()
     changed[2, 5] ^= 1
     assert row_order(changed, rewrite) is None
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
+def test_a_weight_put_back_multiplies_as_the_gguf_values(model: str) -> None:
+    """The subgraph that replaces a MatMul's weight (integer zero points, and for Q4_1/Q4_K the
+    offsets' remainder taken off the output) gives x @ W.T for gguf-py's W, at f32 without int8
+    activations, up to the f16 rounding of the scales and remainders."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    put_back = [(name, tensor) for name, tensor in _first_of_each_type(model) if name in PUT_BACK]
+    assert put_back
+    rng = np.random.default_rng(3)
+    for type_name, tensor in put_back:
+        cols, rows = int(tensor.shape[0]), int(np.prod(tensor.shape[1:]))  # type: ignore[attr-defined]
+        raw = np.asarray(tensor.data).reshape(-1).view(np.uint8)  # type: ignore[attr-defined]
+        expected = dequantize(tensor.data, tensor.tensor_type).reshape(rows, cols)  # type: ignore[attr-defined]
+        x = ops.parameter([-1, cols], ov.Type.f32, name="x")
+        matmul = ops.matmul(x, ops.constant(np.zeros((rows, cols), np.float32)), False, True)
+        result = ops.result(ops.relu(matmul))  # a user that must be moved to the corrected output
+        kept: list[np.ndarray] = []
+        _put_back(_Weight(None, matmul), decode(raw, type_name, rows, cols), kept, {})
+        compiled = ov.Core().compile_model(
+            ov.Model([result], [x]),
+            "CPU",
+            {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0},
+        )
+        inputs = rng.standard_normal((3, cols)).astype(np.float32)
+        got = compiled({"x": inputs})[0]
+        want = np.maximum(inputs.astype(np.float64) @ expected.T.astype(np.float64), 0)
+        assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max(), type_name
