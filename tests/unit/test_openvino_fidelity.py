@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pydantic
 import pytest
 
 pytest.importorskip("openvino_genai")
@@ -15,6 +16,7 @@ from aios_serve.backends.openvino_paged import OpenVinoPagedModel, precision
 from aios_serve.engine.generation import fidelity
 from aios_serve.engine.generation.factory import EngineSpec, open_engine
 from aios_serve.engine.generation.local import LocalEngine
+from aios_serve.engine.generation.options import GenerationOptions
 from aios_serve.models.bundled import resolve_bundled
 from tests.cpu import AUTO_OPENVINO_PRECISION, NATIVE_BF16
 
@@ -109,6 +111,15 @@ EXPECTED_PRECISION = {"f32": "f32", "bf16": "bf16" if NATIVE_BF16 else "f32", "a
 @pytest.mark.parametrize("option", ["auto", "f32", "bf16"])
 def test_each_option_resolves_to_what_this_cpu_runs(option: str) -> None:
     assert precision.resolve(option) == EXPECTED_PRECISION[option]
+
+
+def test_int8_activations_only_at_f32_and_not_batch_invariant() -> None:
+    assert precision.dynamic_quantization("f32", batch_invariant=False)
+    assert not precision.dynamic_quantization("f32", batch_invariant=True)
+    assert not precision.dynamic_quantization("bf16", batch_invariant=False)
+    assert GenerationOptions(batch_invariant=True).inference_precision == "auto"
+    with pytest.raises(pydantic.ValidationError, match="batch_invariant computes in f32"):
+        GenerationOptions(batch_invariant=True, inference_precision="bf16")
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -160,7 +160,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
     gguf = Path(spec.path)
     if gguf.is_dir():
         raise ValueError(f"the openvino engine reads a .gguf file; {gguf} is a folder")
-    compiled_at = precision.resolve(options.inference_precision)
+    compiled_at = "f32" if options.batch_invariant else precision.resolve(options.inference_precision)
     ir, route = paged_ir(gguf, options.weights_type)
     backend = OpenVinoPagedModel(
         gguf,
