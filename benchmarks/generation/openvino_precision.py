@@ -5,7 +5,7 @@ Per bundled chat model, each setting loaded at once in this process (no HTTP, 2 
 `f32` (int8 activations, the default), `f32-invariant` (`batch_invariant: true`) and `bf16`:
 - decode tok/s of one stream and aggregate tok/s of 16 streams (128 tokens, EOS ignored), run
   in turns (the order reversed every round) and reported as medians over `--rounds`;
-- the time to the first token of a ~500-token prompt (a new one per round; median);
+- the time to the first token of a ~470-token prompt (a new one per round; median);
 - batched-against-sequential flips: 8 greedy prompts run one after another, then all at once;
 - fidelity to llama.cpp on the same GGUF (engine/generation/fidelity.py, 20 prompts x 32 tokens).
 
@@ -33,7 +33,7 @@ MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
 SETTINGS = ("f32", "f32-invariant", "bf16")
 """`inference_precision`, with `-invariant` for `batch_invariant: true`."""
 LONG_PROMPT_WORDS = 420
-"""Words of the long prompt: ~500 tokens with either bundled model's tokenizer."""
+"""Words of the long prompt: ~470 tokens with either bundled model's tokenizer."""
 POEM_TOPICS = [
     "the sea",
     "a mountain",
@@ -58,7 +58,7 @@ def poem_request(vocab: LlamaCppVocab, topic: str) -> list[int]:
 
 
 def _long_text(variant: int) -> str:
-    """~500 tokens of prose that differ from the first sentence on for each `variant` (so no
+    """~470 tokens of prose that differ from the first sentence on for each `variant` (so no
     block of it is in the prefix cache)."""
     sentences = [
         "The keeper climbed the stairs each night to light the lamp above the sea.",

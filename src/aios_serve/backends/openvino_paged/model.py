@@ -86,7 +86,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         """The compiled precision (and the option that `asked` for it) and the cache, for logs,
         the start-up banner and benchmarks."""
         caching = "on" if self.pool.prefix_caching else "off"
-        shown = described(asked or self.precision, self.precision, self.quantized_group)
+        shown = described(asked, self.precision, self.quantized_group)
         return (
             f"{shown}, KV {self.cache.element_type} "
             f"{self.pool.num_blocks}x{self.pool.block_size} cells, prefix caching {caching}"

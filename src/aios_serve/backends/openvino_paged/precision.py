@@ -14,31 +14,28 @@ from __future__ import annotations
 
 import logging
 
-from aios_serve.cpu_features import cpu_flags, has_native_bf16, reported_flags
+from aios_serve.cpu_features import has_native_bf16, reported_flags
 
 log = logging.getLogger("aios_serve.backends.openvino_paged")
 
 
-def auto_precision(flags: frozenset[str]) -> str:
-    """`auto`'s choice on a CPU with `flags`: f32 with dynamic quantization everywhere.
+AUTO = "f32"
+"""`auto`'s precision on every CPU class, with dynamic quantization (`compute`).
 
-    Measured over HTTP on a 2-core Sapphire Rapids in one run (benchmarks/generation/README.md,
-    2026-12-06), against bf16 on AMX, Qwen2.5-Coder-0.5B / SmolLM2 / Qwen2.5-Coder-1.5B: one
-    stream 30.1 / 63.4 / 10.0 tok/s against 23.0 / 48.9 / 6.0; 16 streams 211.2 / 443.9 / 60.6
-    against 163.0 / 342.9 / 44.1. bf16 gives the first token of a 500-token prompt sooner (0.47 /
-    0.30 / 2.07 s against 0.90 / 0.45 / 3.36), and `inference_precision: bf16` keeps it on offer.
-    On Zen 4 the issue that asked for this engine found f32 with int8 activations faster than
-    bf16 on Qwen; Zen 3 has no bf16.
-    """
-    del flags  # every CPU class takes the same choice until one is measured to differ
-    return "f32"
+Measured over HTTP on a 2-core Sapphire Rapids in one run (benchmarks/generation/README.md,
+2026-12-06), against bf16 on AMX, Qwen2.5-Coder-0.5B / SmolLM2 / Qwen2.5-Coder-1.5B: one stream
+30.1 / 63.4 / 10.0 tok/s against 23.0 / 48.9 / 6.0; 16 streams 211.2 / 443.9 / 60.6 against
+163.0 / 342.9 / 44.1. bf16 gives the first token of a 500-token prompt sooner (0.47 / 0.30 / 2.07
+s against 0.90 / 0.45 / 3.36), and `inference_precision: bf16` keeps it on offer. On Zen 4 the
+issue that asked for this engine found f32 with int8 activations faster than bf16 on Qwen; Zen 3
+has no bf16. Until a CPU class is measured to differ, all take the same choice."""
 
 
 def resolve(option: str) -> str:
     """The precision to compile at, `f32` or `bf16`, for the option `auto`, `f32` or `bf16`.
     bf16 on a CPU without native bf16 falls back to f32 (the plugin would ignore it)."""
     if option == "auto":
-        return auto_precision(cpu_flags())
+        return AUTO
     if option == "bf16" and not has_native_bf16():
         log.warning("inference_precision bf16 asked on a CPU without native bf16; using f32")
         return "f32"
@@ -51,7 +48,16 @@ def dynamic_quantization(precision: str, batch_invariant: bool) -> bool:
     return precision == "f32" and not batch_invariant
 
 
+def compute(option: str, batch_invariant: bool) -> tuple[str, bool]:
+    """The precision to compile at and whether to quantize activations, for the options
+    `inference_precision` and `batch_invariant` (plain f32, whatever `option` says)."""
+    precision = "f32" if batch_invariant else resolve(option)
+    return precision, dynamic_quantization(precision, batch_invariant)
+
+
 def described(asked: str, compiled: str, quantized_group: int = 0) -> str:
-    """The precision as logs and the start-up banner show it, with the CPU's deciding flags."""
+    """The precision as logs and the start-up banner show it; where an option `asked` for it,
+    with that option and the CPU's deciding flags."""
     quantized = f", int8 activations per {quantized_group}" if quantized_group else ""
-    return f"precision {compiled}{quantized} (asked {asked}; CPU {reported_flags()})"
+    origin = f" (asked {asked}; CPU {reported_flags()})" if asked else ""
+    return f"precision {compiled}{quantized}{origin}"

@@ -160,7 +160,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
     gguf = Path(spec.path)
     if gguf.is_dir():
         raise ValueError(f"the openvino engine reads a .gguf file; {gguf} is a folder")
-    compiled_at = "f32" if options.batch_invariant else precision.resolve(options.inference_precision)
+    compiled_at, quantized = precision.compute(options.inference_precision, options.batch_invariant)
     ir, route = paged_ir(gguf, options.weights_type)
     backend = OpenVinoPagedModel(
         gguf,
@@ -170,7 +170,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         max_batch_tokens=max(options.max_batch_tokens, options.max_num_seqs),
         n_threads=_threads(options),
         precision=compiled_at,
-        dynamic_quantization=precision.dynamic_quantization(compiled_at, options.batch_invariant),
+        dynamic_quantization=quantized,
         kv_cache_gb=options.kv_cache_gb,
         num_blocks=options.num_kv_blocks,
         prefix_caching=options.prefix_caching,
