@@ -3,6 +3,9 @@ dequantizer gives, on the bundled files' real tensors and on freshly quantized Q
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFReader
@@ -71,11 +74,13 @@ def test_row_order_finds_rows_genai_moved() -> None:
     assert row_order(changed, rewrite) is None
 
 
+@pytest.mark.parametrize("stacked", [1, 3], ids=["alone", "three-stacked"])
 @pytest.mark.parametrize("model", ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
-def test_a_weight_put_back_multiplies_as_the_gguf_values(model: str) -> None:
-    """The subgraph that replaces a MatMul's weight (integer zero points, and for Q4_1/Q4_K the
+def test_a_weight_put_back_multiplies_as_the_gguf_values(model: str, stacked: int) -> None:
+    """The subgraph that replaces MatMuls' weights (integer zero points, and for Q4_1/Q4_K the
     offsets' remainder taken off the output) gives x @ W.T for gguf-py's W, at f32 without int8
-    activations, up to the f16 rounding of the scales and remainders."""
+    activations, up to the f16 rounding of the scales and remainders; `stacked` MatMuls reading
+    one input (a tensor's rows in unequal parts) become one, and each user still reads its part."""
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -86,17 +91,35 @@ def test_a_weight_put_back_multiplies_as_the_gguf_values(model: str) -> None:
         cols, rows = int(tensor.shape[0]), int(np.prod(tensor.shape[1:]))  # type: ignore[attr-defined]
         raw = np.asarray(tensor.data).reshape(-1).view(np.uint8)  # type: ignore[attr-defined]
         expected = dequantize(tensor.data, tensor.tensor_type).reshape(rows, cols)  # type: ignore[attr-defined]
+        decoded = decode(raw, type_name, rows, cols)
+        cuts = [0, *sorted(rng.choice(np.arange(1, rows), stacked - 1, replace=False)), rows]
+        parts = list(itertools.pairwise(cuts))
         x = ops.parameter([-1, cols], ov.Type.f32, name="x")
-        matmul = ops.matmul(x, ops.constant(np.zeros((rows, cols), np.float32)), False, True)
-        result = ops.result(ops.relu(matmul))  # a user that must be moved to the corrected output
-        kept: list[np.ndarray] = []
-        _put_back(_Weight(None, matmul), decode(raw, type_name, rows, cols), kept, {})
+        weights, results = [], []
+        for begin, end in parts:
+            matmul = ops.matmul(x, ops.constant(np.zeros((end - begin, cols), np.float32)), False, True)
+            weights.append(_Weight(None, matmul))
+            results.append(ops.result(ops.relu(matmul)))  # users that must be moved to the new output
+        pieces = [
+            replace(
+                decoded,
+                codes=decoded.codes[begin:end],
+                scale=decoded.scale[begin:end],
+                offset=None if decoded.offset is None else decoded.offset[begin:end],
+            )
+            for begin, end in parts
+        ]
+        kept: list[np.ndarray] = []  # the constants' memory, alive until compiled
+        _put_back(weights, pieces, kept, {})
         compiled = ov.Core().compile_model(
-            ov.Model([result], [x]),
+            ov.Model(results, [x]),
             "CPU",
             {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0},
         )
         inputs = rng.standard_normal((3, cols)).astype(np.float32)
-        got = compiled({"x": inputs})[0]
+        outputs = compiled({"x": inputs})
         want = np.maximum(inputs.astype(np.float64) @ expected.T.astype(np.float64), 0)
-        assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max(), type_name
+        for index, (begin, end) in enumerate(parts):
+            got, wanted = outputs[index], want[:, begin:end]
+            assert got.shape == wanted.shape, type_name
+            assert np.abs(got - wanted).max() <= 2e-3 * np.abs(want).max(), type_name

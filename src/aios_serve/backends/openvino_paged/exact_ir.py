@@ -7,7 +7,8 @@ integer zero points (Q4_0's 8, Q5_0's 16) or none it quantizes the activations t
 group of 32 and multiplies integers (dynamic quantization), which a fractional zero point turns
 off. Q4_1's and Q4_K's blocks subtract a per-group offset instead: the weight takes the nearest
 integer zero point, and the MatMul's output then subtracts what remains of the offsets times
-each group's sum of the input (`remaining offsets @ group_sums(x)`, a MatMul 1/32 the size).
+each group's sum of the input (`remaining offsets @ group_sums(x)`, a MatMul 1/32 the size);
+such weights that read one input are stacked into one MatMul, split after the subtraction.
 Scales and offsets are products of a block's f16 and 6-bit factors, held in f16 as GenAI's
 scales are (a rounding of at most 2**-11 of each). Tensors of other types (Q6_K, Q5_1, Q5_K,
 Q3_K ...) and the token embedding (read by a Gather) keep the rewrite's Q8_0.
@@ -89,7 +90,12 @@ def _q8_weights(model: Any) -> list[_Weight]:
 
 def _is_weight_of_matmul(user: Any) -> bool:
     node = user.get_node()
-    return bool(node.get_type_name() == "MatMul" and user.get_index() == 1 and node.get_transpose_b())
+    return bool(
+        node.get_type_name() == "MatMul"
+        and user.get_index() == 1
+        and node.get_transpose_b()
+        and not node.get_transpose_a()
+    )
 
 
 def _constant(values: np.ndarray, bits: int, kept: list[np.ndarray]) -> Any:
@@ -170,22 +176,58 @@ def _rows(weights: Decoded, order: np.ndarray) -> Decoded:
     return replace(weights, codes=weights.codes[order], scale=weights.scale[order], offset=offset)
 
 
-def _put_back(weight: _Weight, decoded: Decoded, kept: list[np.ndarray], group_sums: GroupSums) -> None:
-    """Replace the MatMul's weight by `decoded`; with offsets, the MatMul's users then read its
-    output minus the offsets' term."""
+def _merged(parts: list[Decoded]) -> Decoded:
+    """Weights read by one input, their rows stacked (one MatMul for all, split after)."""
+    if len(parts) == 1:
+        return parts[0]
+    offsets = [part.offset for part in parts]
+    return replace(
+        parts[0],
+        codes=np.concatenate([part.codes for part in parts]),
+        scale=np.concatenate([part.scale for part in parts]),
+        offset=None if offsets[0] is None else np.concatenate(offsets),  # type: ignore[arg-type]
+    )
+
+
+def _put_back(
+    weights: list[_Weight], decoded: list[Decoded], kept: list[np.ndarray], group_sums: GroupSums
+) -> None:
+    """Replace MatMuls that read one input by one MatMul of their weights (`decoded`, in
+    order) stacked; with offsets, its output minus the offsets' term; each old MatMul's users
+    then read their rows of it."""
     import openvino as ov
     import openvino.opset13 as ops
 
-    zero_points, decoded = _centred(decoded)
-    new_weight = ops.convert(_decompressed(decoded, zero_points, kept), ov.Type.f32)
-    matmul = weight.matmul
-    users = list(matmul.output(0).get_target_inputs())
-    matmul.input(1).replace_source_output(new_weight.output(0))
+    zero_points, stacked = _centred(_merged(decoded))
+    new_weight = ops.convert(_decompressed(stacked, zero_points, kept), ov.Type.f32)
+    first = weights[0].matmul
+    matmul = ops.matmul(first.input_value(0), new_weight, False, True)
+    matmul.set_friendly_name(first.get_friendly_name())
+    output = matmul.output(0)
+    if stacked.offset is not None:
+        output = ops.subtract(output, _offsets_term(first, stacked, group_sums)).output(0)
+    if len(weights) > 1:
+        rows = np.array([len(part.codes) for part in decoded], np.int64)
+        parts = ops.variadic_split(output, ops.constant(np.int64(-1)), ops.constant(rows)).outputs()
+    else:
+        parts = [output]
+    for weight, part in zip(weights, parts, strict=True):
+        for user in list(weight.matmul.output(0).get_target_inputs()):
+            user.replace_source_output(part)
+
+
+def _stackable(weight: _Weight, decoded: Decoded) -> tuple[object, ...]:
+    """Weights with the same key become one MatMul: those with offsets that read one input
+    (a layer's query, key and value projections; its gate and up projections) in one layout.
+    Stacked, one offsets' term and one subtraction serve them all (SmolLM2 stepped in 14.0-14.9
+    ms for one sequence against 16.3, on a 2-core Sapphire Rapids at f32 with int8
+    activations); weights without offsets stay apart, as the CPU plugin then fuses a bias or
+    activation into each MatMul, which a split after them prevents."""
     if decoded.offset is None:
-        return
-    corrected = ops.subtract(matmul.output(0), _offsets_term(matmul, decoded, group_sums))
-    for user in users:
-        user.replace_source_output(corrected.output(0))
+        return (weight.matmul.get_name(),)
+    source = weight.matmul.input_value(0)
+    layout = (decoded.bits, decoded.group, decoded.zero, decoded.codes.shape[1])
+    return (source.get_node().get_name(), source.get_index(), *layout)
 
 
 def save_with_own_blocks(
@@ -206,6 +248,7 @@ def save_with_own_blocks(
     counts: dict[str, int] = {}
     kept: list[np.ndarray] = []
     group_sums: GroupSums = {}
+    by_input: dict[tuple[object, ...], list[tuple[_Weight, Decoded]]] = {}
     for weight in _q8_weights(model):
         out, groups, size = (d.get_length() for d in weight.codes.get_output_partial_shape(0))
         cols = groups * size
@@ -222,8 +265,10 @@ def save_with_own_blocks(
         decoded = _rows(
             decode(np.asarray(tensor.data).reshape(-1).view(np.uint8), type_name, out, cols), order
         )
-        _put_back(weight, decoded, kept, group_sums)
+        by_input.setdefault(_stackable(weight, decoded), []).append((weight, decoded))
         counts[type_name] = counts.get(type_name, 0) + 1
+    for stack in by_input.values():
+        _put_back([weight for weight, _ in stack], [decoded for _, decoded in stack], kept, group_sums)
     model.validate_nodes_and_infer_types()
     ov.save_model(model, str(target), compress_to_fp16=False)
     log.info("put the file's own blocks back: %s", counts)

@@ -70,10 +70,10 @@ EXACT_TYPES = frozenset({"F32", "F16", "Q8_0"})
 """Tensor types GenAI 2026.4 decodes as llama.cpp does."""
 FLOAT_TYPES = frozenset({"F32", "F16"})
 """Tensor types the f16 route reads as is."""
-OWN_BLOCKS_LABEL = "own-blocks-v4"
-"""The own-blocks IR's cache label; v4: integer zero points, the offsets' remainder taken off
-the output, group sums shared (v1: f16 zero points; v2: offsets whole off the output; v3: a
-group sum per MatMul)."""
+OWN_BLOCKS_LABEL = "own-blocks-v5"
+"""The own-blocks IR's cache label; v5: weights with offsets that read one input stacked into
+one MatMul (v1: f16 zero points; v2: offsets whole off the output; v3: a group sum per MatMul;
+v4: integer zero points, the offsets' remainder taken off the output, group sums shared)."""
 
 
 def q8_0_rewrite(gguf: Path) -> Path:
