@@ -16,6 +16,7 @@ pytest.importorskip("openvino_genai")
 
 from aios_serve.backends.llama_cpp import LlamaCppModel
 from aios_serve.backends.openvino_paged import BlockPool, OpenVinoPagedModel, Write, paged_ir
+from aios_serve.backends.openvino_paged.mapped_file import release, resident_bytes
 from aios_serve.backends.protocols.generation import BatchItem, KvCacheFull
 from aios_serve.engine.generation import fidelity
 from aios_serve.engine.generation.factory import EngineSpec, open_engine
@@ -360,3 +361,25 @@ async def test_the_factory_builds_it() -> None:
         assert len(out[0]["ids"]) == 3
     finally:
         await engine.stop()
+
+
+def test_the_weights_file_is_given_back_once_loaded(model: OpenVinoPagedModel) -> None:
+    """The plugin copied every weight in the warm-up: the process then holds little of the IR's
+    weights file (what a step reads from it: norms, a few embedding rows), and reads after a
+    release see it unchanged."""
+    weights_file = model.xml.with_suffix(".bin")
+    size = weights_file.stat().st_size
+    prompt = _chat(model, "Name three rivers.")
+    first = BatchItem(list(prompt), 0, [0])
+    model.decode([first])
+    model.remove_sequence(0)
+    held = resident_bytes(weights_file)
+    print(f"\nIR weights file {size >> 20} MiB, held {held >> 20} MiB")
+    assert held < size / 4  # without the release: all of it
+    assert release(weights_file) >= size
+    assert resident_bytes(weights_file) < size / 100
+    again = BatchItem(list(prompt), 0, [0])
+    model.decode([again])
+    model.remove_sequence(0)
+    assert first.logits is not None and again.logits is not None
+    np.testing.assert_array_equal(first.logits, again.logits)

@@ -14,6 +14,7 @@ from aios_serve.backends.llama_cpp.vocab import LlamaCppVocab
 from aios_serve.backends.openvino_paged.blocks import BlockPool, Write
 from aios_serve.backends.openvino_paged.cache import KvCache, block_size, blocks_for_budget
 from aios_serve.backends.openvino_paged.graph import LOGITS_INDICES, compile_paged
+from aios_serve.backends.openvino_paged.mapped_file import releasing
 from aios_serve.backends.openvino_paged.precision import described
 from aios_serve.backends.openvino_paged.weights import paged_ir
 from aios_serve.backends.protocols.generation import BatchItem, Logits
@@ -69,6 +70,8 @@ class OpenVinoPagedModel(LlamaCppVocab):
             self._request.set_tensor(name, tensor)
         self.pool = BlockPool(blocks, block_size(paged.compiled), prefix_caching)
         self.kv_cells = blocks * self.pool.block_size
+        with releasing(self.xml.with_suffix(".bin")):
+            self._warm_up()
         log.info(
             "OpenVINO paged model %s: %s (int8 activations per %d; 0: off), %d layers, KV %s in %d "
             "blocks of %d (%.2f GB)",
@@ -81,6 +84,18 @@ class OpenVinoPagedModel(LlamaCppVocab):
             self.pool.block_size,
             self.cache.nbytes / (1 << 30),
         )
+
+    def _warm_up(self) -> None:
+        """A short prompt and one decode step, on a sequence freed after: the CPU plugin copies
+        each MatMul's weights on its first run, for a prompt's rows and for one row, which the
+        first request then need not wait for. Under one block of tokens, so that nothing
+        enters the prefix cache."""
+        tokens = [0] * max(1, min(self.pool.block_size // 2, self.max_batch_tokens))
+        seq_id = self.max_sequences  # not one the engine hands out while loading
+        prompt = BatchItem(tokens, 0, [seq_id])
+        self.decode([prompt])
+        self.decode([BatchItem(tokens[:1], len(tokens), [seq_id])])
+        self.remove_sequence(seq_id)
 
     def describe(self, asked: str = "") -> str:
         """The compiled precision (and the option that `asked` for it) and the cache, for logs,
