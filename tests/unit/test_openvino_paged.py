@@ -363,6 +363,7 @@ async def test_the_factory_builds_it() -> None:
         await engine.stop()
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="pages are given back on Linux only")
 def test_the_weights_file_is_given_back_once_loaded(model: OpenVinoPagedModel) -> None:
     """The plugin copied every weight in the warm-up: the process then holds little of the IR's
     weights file (what a step reads from it: norms, a few embedding rows), and reads after a
