@@ -51,14 +51,19 @@ class MemoryConfig(BaseModel):
     """Compiled kernels oneDNN (and ideep) keep, each; 0 compiles one for every call."""
 
 
-def _glibc() -> ctypes.CDLL | None:
+def linux_libc() -> ctypes.CDLL | None:
+    """The process's C library on Linux (glibc's soname); None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL("libc.so.6")
+        return ctypes.CDLL("libc.so.6", use_errno=True)
     except OSError:  # not glibc
         return None
-    return libc if hasattr(libc, "mallopt") else None
+
+
+def _glibc() -> ctypes.CDLL | None:
+    libc = linux_libc()
+    return libc if libc is not None and hasattr(libc, "mallopt") else None
 
 
 def apply_native_memory(config: MemoryConfig) -> dict[str, str]:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import functools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
+
+from aios_serve.native_memory import linux_libc
 
 MADV_DONTNEED = 4
 """Linux's advice number: drop the range's pages from this process."""
@@ -59,11 +60,11 @@ def resident_bytes(path: Path) -> int:
 
 @functools.cache
 def _madvise() -> Callable[[int, int, int], int] | None:
-    """libc's madvise(address, length, advice), where there is one."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    """libc's madvise(address, length, advice) on Linux; None elsewhere."""
+    libc = linux_libc()
+    if libc is None:
         return None
-    function = ctypes.CDLL(name, use_errno=True).madvise
+    function = libc.madvise
     function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     function.restype = ctypes.c_int
     return cast(Callable[[int, int, int], int], function)
@@ -72,9 +73,11 @@ def _madvise() -> Callable[[int, int, int], int] | None:
 def release(path: Path) -> int:
     """Drop `path`'s pages from this process's mappings; the bytes of mapping advised."""
     madvise = _madvise()
+    if madvise is None:
+        return 0
     advised = 0
     for start, end, _ in _mapped_lines(path, "maps"):
-        if madvise is not None and madvise(start, end - start, MADV_DONTNEED) == 0:
+        if madvise(start, end - start, MADV_DONTNEED) == 0:
             advised += end - start
     return advised
 
