@@ -52,12 +52,17 @@ def _readable_types(gguf: Path) -> frozenset[str] | None:
         return None
 
 
+def rewrite_path(gguf: Path, *, label: str, folder: str) -> Path:
+    """Where `rewritten` keeps `gguf`'s rewrite: `cache_dir() / folder / <stem>-<sha16>.<label>.gguf`."""
+    return cache_dir() / folder / f"{gguf.stem}-{file_sha256(gguf)[:16]}.{label}.gguf"
+
+
 def rewritten(gguf: Path, *, ftype: int, label: str, folder: str, pure: bool = False) -> Path:
-    """`gguf` rewritten to `ftype` (`pure`: every tensor, none kept at another type) under
-    `cache_dir() / folder` as `<stem>-<sha16>.<label>.gguf`, written to a temporary name and
-    renamed into place; an existing rewrite is returned as is."""
-    target_folder = cache_dir() / folder
-    target = target_folder / f"{gguf.stem}-{file_sha256(gguf)[:16]}.{label}.gguf"
+    """`gguf` rewritten to `ftype` (`pure`: every tensor, none kept at another type) at
+    `rewrite_path`, written to a temporary name and renamed into place; an existing rewrite is
+    returned as is."""
+    target = rewrite_path(gguf, label=label, folder=folder)
+    target_folder = target.parent
     if target.is_file():
         return target
     import llama_cpp

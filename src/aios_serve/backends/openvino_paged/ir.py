@@ -39,6 +39,28 @@ def ir_folder(weights: Path, label: str = "") -> Path:
     return cache_dir() / "openvino-ir" / f"{weights.stem}-{digest}{suffix}-ov{openvino_version()}"
 
 
+def remove_superseded(keep: Path, label: str, family: str) -> list[Path]:
+    """Remove the IRs cached beside `keep` (`ir_folder(weights, label)`) for the same file and
+    OpenVINO version under another label that starts with `family` (what an older aios-serve
+    made: `own-blocks-v4` beside `own-blocks-v5`); return what was removed."""
+    tail = f"-ov{openvino_version()}"
+    head = keep.name.removesuffix(f"{label}{tail}")  # `<stem>-<sha16>.`
+    if head == keep.name or not keep.parent.is_dir():
+        return []
+    stale = [
+        folder
+        for folder in keep.parent.iterdir()
+        if folder != keep
+        and folder.is_dir()
+        and folder.name.startswith(head + family)
+        and folder.name.endswith(tail)
+    ]
+    for folder in stale:
+        log.info("removing %s, superseded by %s", folder, keep.name)
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
+
+
 def cached_ir(weights: Path) -> Path:
     """The IR's .xml for `weights` (a GGUF file GenAI decodes exactly), built on first use."""
     return cached(ir_folder(weights), lambda scratch: _save_ir(weights, scratch))

@@ -60,11 +60,12 @@ in 186.8 ms at bf16 against 147.2 from Q8_0 (exact_ir.PUT_BACK).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from aios_serve.backends.openvino_paged.exact_ir import PUT_BACK, save_with_own_blocks
-from aios_serve.backends.openvino_paged.ir import IR_NAME, cached, cached_ir, ir_folder
-from aios_serve.models.gguf_rewrite import F16, Q8_0, holds_any, holds_only, rewritten
+from aios_serve.backends.openvino_paged.ir import IR_NAME, cached, cached_ir, ir_folder, remove_superseded
+from aios_serve.models.gguf_rewrite import F16, Q8_0, holds_any, holds_only, rewrite_path, rewritten
 
 EXACT_TYPES = frozenset({"F32", "F16", "Q8_0"})
 """Tensor types GenAI 2026.4 decodes as llama.cpp does."""
@@ -76,10 +77,16 @@ one MatMul (v1: f16 zero points; v2: offsets whole off the output; v3: a group s
 v4: integer zero points, the offsets' remainder taken off the output, group sums shared)."""
 
 
+OWN_BLOCKS_FAMILY = "own-blocks"
+"""What every own-blocks label starts with: older ones are removed once the current one is made."""
+Q8_0_REWRITE = {"label": "q8_0-pure", "folder": "openvino-ir"}
+"""Where the Q8_0 rewrite is cached (`gguf_rewrite.rewrite_path`)."""
+
+
 def q8_0_rewrite(gguf: Path) -> Path:
     """The file with every tensor rewritten to Q8_0, made once per content hash under
     `cache_dir() / "openvino-ir"`."""
-    return rewritten(gguf, ftype=Q8_0, label="q8_0-pure", folder="openvino-ir", pure=True)
+    return rewritten(gguf, ftype=Q8_0, pure=True, **Q8_0_REWRITE)
 
 
 def f16_rewrite(gguf: Path) -> Path:
@@ -89,13 +96,25 @@ def f16_rewrite(gguf: Path) -> Path:
 
 def own_blocks_ir(gguf: Path) -> Path:
     """The IR of the Q8_0 rewrite with the file's own blocks put back (exact_ir.py), made once
-    per content hash (the rewrite and its IR only while it is made)."""
+    per content hash. The rewrite and its IR, which the `q8_0` route would serve, are kept only
+    while it is made, unless they were cached before (for Qwen2.5-Coder-1.5B's 1.1 GB Q4_K_M
+    file, 3.8 GB); the file's own-blocks IRs under older labels go once the current one is there."""
 
     def build(scratch: Path) -> None:
+        rewrite_was_cached = rewrite_path(gguf, **Q8_0_REWRITE).is_file()
         rewrite = q8_0_rewrite(gguf)
+        base = ir_folder(rewrite)
+        base_was_cached = base.is_dir()
         save_with_own_blocks(cached_ir(rewrite), gguf, rewrite, scratch / IR_NAME)
+        if not base_was_cached:
+            shutil.rmtree(base, ignore_errors=True)
+        if not rewrite_was_cached:
+            rewrite.unlink(missing_ok=True)
 
-    return cached(ir_folder(gguf, OWN_BLOCKS_LABEL), build)
+    folder = ir_folder(gguf, OWN_BLOCKS_LABEL)
+    xml = cached(folder, build)
+    remove_superseded(folder, OWN_BLOCKS_LABEL, OWN_BLOCKS_FAMILY)
+    return xml
 
 
 def paged_ir(gguf: Path, weights_type: str = "gguf") -> tuple[Path, str]:
