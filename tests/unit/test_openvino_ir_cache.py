@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from aios_serve.backends.openvino_paged import paged_ir
-from aios_serve.backends.openvino_paged.ir import IR_NAME, ir_folder
+from aios_serve.backends.openvino_paged.ir import IR_NAME, cached, ir_folder
 from aios_serve.backends.openvino_paged.weights import OWN_BLOCKS_LABEL, Q8_0_REWRITE, q8_0_rewrite
 from aios_serve.models.bundled import resolve_bundled
 from aios_serve.models.gguf_rewrite import rewrite_path
@@ -40,8 +42,28 @@ def test_a_build_keeps_only_the_ir_it_made(
     assert not older_label.exists()
     assert other_version.exists() and other_route.exists()
     assert rewrite.is_file() == rewrite_cached_before
-    left = sorted(path.name for path in (tmp_path / "openvino-ir").iterdir())
+    left = sorted(path.name for path in (tmp_path / "openvino-ir").iterdir() if path.suffix != ".lock")
     expected = [current.name, other_route.name, other_version.name]
     if rewrite_cached_before:
         expected.append(rewrite.name)
     assert left == sorted(expected)  # no IR of the rewrite, no half-written scratch folder
+
+
+def test_a_second_process_waits_for_the_first_ones_build(tmp_path: Path) -> None:
+    builds: list[Path] = []
+
+    def build(scratch: Path) -> None:
+        builds.append(scratch)
+        time.sleep(0.5)  # the other caller arrives meanwhile
+        (scratch / IR_NAME).write_text("<net/>")
+
+    folder = tmp_path / "model-0123456789abcdef-ov2026.4.1-1"
+    found: list[Path] = []
+    callers = [threading.Thread(target=lambda: found.append(cached(folder, build))) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+        time.sleep(0.1)
+    for caller in callers:
+        caller.join()
+    assert found == [folder / IR_NAME] * 2
+    assert len(builds) == 1

@@ -3,7 +3,8 @@
 GenAI's ContinuousBatchingPipeline reads a GGUF file into an OpenVINO model and, with
 `enable_save_ov_model`, saves it as `openvino_model.xml/.bin` beside the file it read. We build
 it in a temporary folder (holding a symlink to the file) and rename the folder into place under
-`cache_dir() / "openvino-ir" / <stem>-<sha256>-ov<version>`, so a half-written IR never counts.
+`cache_dir() / "openvino-ir" / <stem>-<sha256>-ov<version>`, so a half-written IR never counts,
+holding a lock file beside it meanwhile, so a second process waits for the first one's build.
 The saved model is the stateful one; `graph.py` makes it paged.
 """
 
@@ -14,7 +15,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from aios_serve.models.bundled import cache_dir, file_sha256
@@ -58,6 +60,7 @@ def remove_superseded(keep: Path, label: str, family: str) -> list[Path]:
     for folder in stale:
         log.info("removing %s, superseded by %s", folder, keep.name)
         shutil.rmtree(folder, ignore_errors=True)
+        lock_file(folder).unlink(missing_ok=True)
     return stale
 
 
@@ -67,11 +70,44 @@ def cached_ir(weights: Path) -> Path:
 
 
 def cached(folder: Path, build: Callable[[Path], object]) -> Path:
-    """`folder / IR_NAME`, which `build(scratch)` writes into an empty folder on first use."""
+    """`folder / IR_NAME`, which `build(scratch)` writes into an empty folder on first use; a
+    process that finds another building it waits for that build."""
     xml = folder / IR_NAME
     if xml.is_file():
         return xml
     folder.parent.mkdir(parents=True, exist_ok=True)
+    with _building(folder):
+        if not xml.is_file():
+            _build(folder, build)
+    return xml
+
+
+@contextmanager
+def _building(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder`'s lock file beside it, held while it is built (two workers
+    serving one file would otherwise both build it, and an own-blocks build removes its Q8_0
+    rewrite, which the other may be reading)."""
+    try:
+        import fcntl
+    except ImportError:  # not a Unix: both build, and the first rename wins
+        yield
+        return
+    handle = os.open(lock_file(folder), os.O_RDONLY | os.O_CREAT, 0o666)  # read-only: any user's
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # and with it the lock
+
+
+def lock_file(folder: Path) -> Path:
+    """The file whose lock guards the building of `folder`."""
+    return folder.with_name(f".{folder.name}.lock")
+
+
+def _build(folder: Path, build: Callable[[Path], object]) -> None:
+    """Build into a scratch folder beside `folder` and rename it into place."""
+    xml = folder / IR_NAME
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         build(scratch)
@@ -83,7 +119,6 @@ def cached(folder: Path, build: Callable[[Path], object]) -> Path:
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return xml
 
 
 def _save_ir(weights: Path, scratch: Path) -> None:
