@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -12,11 +13,18 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-NATIVE_BF16 = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+NATIVE_BF16 = bool({"avx512_bf16", "amx_bf16"} & cpu_flags()) and os.environ.get(
+    "ONEDNN_MAX_CPU_ISA", ""
+).upper() not in {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 """Whether the CPU computes in bf16 natively (where the encoders' `auto` dtype takes bf16)."""
 
+INT8_ACTIVATIONS = bool({"avx512_vnni", "avx_vnni"} & cpu_flags()) and os.environ.get(
+    "ONEDNN_MAX_CPU_ISA", ""
+).upper() not in {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
+"""Whether the OpenVINO engine quantizes f32 activations to int8 here: where the CPU has VNNI and
+ONEDNN_MAX_CPU_ISA, if set, leaves it to oneDNN."""
 AUTO_OPENVINO_PRECISION = "f32"
 """What the OpenVINO engine's `inference_precision: auto` must compile to on this CPU (every CPU
-class alike: f32, activations quantized to int8 per group of 32)."""
-AUTO_OPENVINO_COMPUTE = "f32, int8 activations per 32"
+class alike: f32, activations quantized to int8 per group of 32 where `INT8_ACTIVATIONS`)."""
+AUTO_OPENVINO_COMPUTE = "f32, int8 activations per 32" if INT8_ACTIVATIONS else "f32"
 """How the engine's details describe `auto`'s computation."""

@@ -112,7 +112,8 @@ SMOL_EMBEDDING = "minilm"
 
 def exact(engine: str) -> dict[str, Any]:
     """The options under which `engine`'s batched greedy output equals sequential but for rare
-    near-ties: OpenVINO batch-invariant (f32 without dynamic quantization); llama.cpp as it is."""
+    near-ties: OpenVINO batch-invariant (f32 without dynamic quantization, an f32 KV cache);
+    llama.cpp as it is."""
     return {"batch_invariant": True} if engine == "openvino" else {}
 
 

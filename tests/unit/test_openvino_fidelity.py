@@ -18,7 +18,7 @@ from aios_serve.engine.generation.factory import EngineSpec, open_engine
 from aios_serve.engine.generation.local import LocalEngine
 from aios_serve.engine.generation.options import GenerationOptions
 from aios_serve.models.bundled import resolve_bundled
-from tests.cpu import AUTO_OPENVINO_PRECISION, NATIVE_BF16
+from tests.cpu import AUTO_OPENVINO_PRECISION, INT8_ACTIVATIONS, NATIVE_BF16
 
 SMOL = "smollm2-135m-instruct"
 QWEN = "qwen2.5-coder-0.5b-instruct"
@@ -89,7 +89,8 @@ async def test_fidelity_to_llama_cpp(
     try:
         assert engine.backend.precision == precision_option  # type: ignore[attr-defined]
         quantized = engine.backend.quantized_group  # type: ignore[attr-defined]
-        assert quantized == (32 if precision_option == "f32" and not batch_invariant else 0)
+        quantizes = precision_option == "f32" and not batch_invariant and INT8_ACTIVATIONS
+        assert quantized == (32 if quantizes else 0)
         result = await fidelity.measure(engine, runs)
     finally:
         await engine.stop()
@@ -114,7 +115,7 @@ def test_each_option_resolves_to_what_this_cpu_runs(option: str) -> None:
 
 
 def test_int8_activations_only_at_f32_and_not_batch_invariant() -> None:
-    assert precision.dynamic_quantization("f32", batch_invariant=False)
+    assert precision.dynamic_quantization("f32", batch_invariant=False) == INT8_ACTIVATIONS
     assert not precision.dynamic_quantization("f32", batch_invariant=True)
     assert not precision.dynamic_quantization("bf16", batch_invariant=False)
     assert GenerationOptions(batch_invariant=True).inference_precision == "auto"
@@ -130,7 +131,7 @@ async def test_the_compiled_model_reports_the_asked_precision(option: str) -> No
     try:
         compiled = engine.backend.precision  # type: ignore[attr-defined]
         assert compiled == EXPECTED_PRECISION[option]
-        quantized = ", int8 activations per 32" if compiled == "f32" else ""
+        quantized = ", int8 activations per 32" if compiled == "f32" and INT8_ACTIVATIONS else ""
         assert engine.engine_details.startswith(f"precision {compiled}{quantized} (asked {option}; CPU ")
         assert "avx2" in engine.engine_details
     finally:

@@ -15,7 +15,7 @@ import pytest_asyncio
 pytest.importorskip("openvino_genai")
 
 from aios_serve.backends.llama_cpp import LlamaCppModel
-from aios_serve.backends.openvino_paged import BlockPool, OpenVinoPagedModel, Write, paged_ir
+from aios_serve.backends.openvino_paged import BlockPool, OpenVinoPagedModel, Write, paged_ir, precision
 from aios_serve.backends.openvino_paged.mapped_file import release, resident_bytes
 from aios_serve.backends.protocols.generation import BatchItem, KvCacheFull
 from aios_serve.engine.generation import fidelity
@@ -42,7 +42,8 @@ def _backend(**overrides: Any) -> OpenVinoPagedModel:
         "max_sequences": 8,
         "max_batch_tokens": 512,
         "n_threads": 2,
-        "precision": "f32",
+        "precision": "f32",  # and no int8 activations: `batch_invariant`'s settings
+        "kv_cache_precision": precision.kv_cache(batch_invariant=True),
         "num_blocks": 64,
     }
     settings.update(overrides)

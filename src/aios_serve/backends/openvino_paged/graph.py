@@ -20,6 +20,7 @@ log = logging.getLogger("aios_serve.backends.openvino_paged")
 LOGITS_INDICES = "logits_indices"
 PRECISION_HINT = "INFERENCE_PRECISION_HINT"
 DYNAMIC_QUANTIZATION = "DYNAMIC_QUANTIZATION_GROUP_SIZE"
+KV_CACHE_PRECISION = "KV_CACHE_PRECISION"
 DYNAMIC_QUANTIZATION_GROUP = 32
 """Activations quantized to int8 per 32 values, the blocks' group: the plugin then multiplies
 integers (at f32, with weights whose zero points are integers; in scratch runs on a 2-core
@@ -38,6 +39,8 @@ class CompiledPaged:
     """Whether the model takes `logits_indices` (else it returns logits for every token)."""
     dynamic_quantization: int
     """DYNAMIC_QUANTIZATION_GROUP_SIZE as read back: 0 off, else int8 activations per group."""
+    kv_cache: str
+    """KV_CACHE_PRECISION as read back (`u8`, `f32`)."""
 
 
 def _gather_before_lm_head(model: Any) -> bool:
@@ -63,9 +66,12 @@ def _gather_before_lm_head(model: Any) -> bool:
     return True
 
 
-def compile_paged(xml: Path, *, threads: int, precision: str, dynamic_quantization: bool) -> CompiledPaged:
+def compile_paged(
+    xml: Path, *, threads: int, precision: str, dynamic_quantization: bool, kv_cache: str = "u8"
+) -> CompiledPaged:
     """Read the IR, make it paged, and compile it for the CPU at `precision` (f32 or bf16), with
-    or without dynamic quantization of the activations (`DYNAMIC_QUANTIZATION_GROUP`)."""
+    or without dynamic quantization of the activations (`DYNAMIC_QUANTIZATION_GROUP`), its KV
+    cache in `kv_cache` (u8 or f32; precision.kv_cache)."""
     import openvino as ov
     from openvino._offline_transformations import paged_attention_transformation
 
@@ -75,7 +81,9 @@ def compile_paged(xml: Path, *, threads: int, precision: str, dynamic_quantizati
     gathers = _gather_before_lm_head(model)
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, PRECISION_HINT: precision}
     config[DYNAMIC_QUANTIZATION] = DYNAMIC_QUANTIZATION_GROUP if dynamic_quantization else 0
+    config[KV_CACHE_PRECISION] = kv_cache
     compiled = core.compile_model(model, "CPU", config)
     got = compiled.get_property(PRECISION_HINT)  # an element type: f32, bf16, f16
     group = int(compiled.get_property(DYNAMIC_QUANTIZATION))
-    return CompiledPaged(compiled, str(got.to_string()), gathers, group)
+    cache = str(compiled.get_property(KV_CACHE_PRECISION).to_string())
+    return CompiledPaged(compiled, str(got.to_string()), gathers, group, cache)

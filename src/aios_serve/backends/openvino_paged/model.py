@@ -42,6 +42,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         n_threads: int | None = None,
         precision: str = "f32",
         dynamic_quantization: bool = False,
+        kv_cache_precision: str = "u8",
         kv_cache_gb: float = 1.0,
         num_blocks: int | None = None,
         prefix_caching: bool = True,
@@ -56,7 +57,11 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self.xml = ir or paged_ir(path)[0]
         threads = n_threads or os.cpu_count() or 1
         paged = compile_paged(
-            self.xml, threads=threads, precision=precision, dynamic_quantization=dynamic_quantization
+            self.xml,
+            threads=threads,
+            precision=precision,
+            dynamic_quantization=dynamic_quantization,
+            kv_cache=kv_cache_precision,
         )
         self.precision = paged.precision
         """INFERENCE_PRECISION_HINT as the compiled model reports it."""
@@ -66,6 +71,8 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self._request = paged.compiled.create_infer_request()
         blocks = num_blocks or blocks_for_budget(paged.compiled, kv_cache_gb)
         self.cache = KvCache(paged.compiled, blocks)
+        if self.cache.element_type != paged.kv_cache:
+            raise RuntimeError(f"KV cache asked in {paged.kv_cache}, compiled in {self.cache.element_type}")
         for name, tensor in self.cache.tensors.items():  # bound once: each call passes the rest
             self._request.set_tensor(name, tensor)
         self.pool = BlockPool(blocks, block_size(paged.compiled), prefix_caching)

@@ -3,24 +3,26 @@
 to int8 on the fly (dynamic quantization). The compiled model reports what it became (graph.py).
 
 Left alone, the plugin infers in bf16 wherever the CPU has AVX-512 BF16 or AMX, and in f32
-elsewhere; at f32 it quantizes activations per group of 32 and multiplies integers where the
-weights allow it. Either way a row's result depends on what else is in the batch (bf16 keeps 8
-bits of mantissa; the quantized kernels are chosen by the batch's size), so near-tied logits flip
-and batched greedy output no longer equals sequential. `batch_invariant` asks for plain f32,
-which keeps it equal. We always pass both settings explicitly and read them back.
+elsewhere; at f32, on a CPU with VNNI, it quantizes activations per group of 32 and multiplies
+integers where the weights allow it. Either way a row's result depends on what else is in the
+batch (bf16 keeps 8 bits of mantissa; the quantized kernels are chosen by the batch's size),
+so near-tied logits flip and batched greedy output no longer equals sequential.
+`batch_invariant` asks for plain f32, which keeps it equal. We always pass both settings
+explicitly and read them back.
 """
 
 from __future__ import annotations
 
 import logging
 
-from aios_serve.cpu_features import has_native_bf16, reported_flags
+from aios_serve.cpu_features import has_int8_dot_product, has_native_bf16, reported_flags
 
 log = logging.getLogger("aios_serve.backends.openvino_paged")
 
 
 AUTO = "f32"
-"""`auto`'s precision on every CPU class, with dynamic quantization (`compute`).
+"""`auto`'s precision on every CPU class, with dynamic quantization where the CPU has VNNI
+(`compute`; Zen 3 has none, and multiplies f32 activations).
 
 Measured over HTTP on a 2-core Sapphire Rapids in one run (benchmarks/generation/README.md,
 2026-12-06), against bf16 on AMX, Qwen2.5-Coder-0.5B / SmolLM2 / Qwen2.5-Coder-1.5B: one stream
@@ -43,9 +45,21 @@ def resolve(option: str) -> str:
 
 
 def dynamic_quantization(precision: str, batch_invariant: bool) -> bool:
-    """Whether to quantize activations on the fly: at f32, unless the batch must not matter (the
-    plugin quantizes only f32 activations)."""
-    return precision == "f32" and not batch_invariant
+    """Whether to quantize activations on the fly: at f32 (the plugin quantizes only f32
+    activations) on a CPU with VNNI, unless the batch must not matter. Asked on a CPU without
+    VNNI, the plugin fails to compile the MatMuls (seen with `ONEDNN_MAX_CPU_ISA=AVX2` on a
+    Sapphire Rapids: "could not create a primitive descriptor for the inner product")."""
+    return precision == "f32" and not batch_invariant and has_int8_dot_product()
+
+
+def kv_cache(batch_invariant: bool) -> str:
+    """The KV cache's element type: u8 (a quarter of f32's bytes), f32 where the batch must not
+    matter. A prompt's attention reads its own keys and values as computed, and a later chunk
+    reads them from the cache: with oneDNN kept to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`, as on Zen 3)
+    on a Sapphire Rapids, SmolLM2's logits after a prefix-cache hit then differed from a whole
+    prefill's by up to 0.054 with u8, 0.0041 with f16 and 0.00004 with f32 (0 at every AVX-512
+    level, whatever the type)."""
+    return "f32" if batch_invariant else "u8"
 
 
 def compute(option: str, batch_invariant: bool) -> tuple[str, bool]:

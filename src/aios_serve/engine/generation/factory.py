@@ -171,6 +171,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         n_threads=_threads(options),
         precision=compiled_at,
         dynamic_quantization=quantized,
+        kv_cache_precision=precision.kv_cache(options.batch_invariant),
         kv_cache_gb=options.kv_cache_gb,
         num_blocks=options.num_kv_blocks,
         prefix_caching=options.prefix_caching,
