@@ -30,8 +30,9 @@ def _llama() -> Any:
 
 
 def _openvino() -> Any:
-    """The openvino engine's backend on the GGUF's weights route, f32, one sequence."""
-    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir
+    """The openvino engine's backend on the GGUF's weights route, one sequence, as the servers'
+    `batch_invariant` compiles it: f32, no int8 activations, an f32 KV cache."""
+    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir, precision
 
     path = resolve_bundled(SMOL)
     return OpenVinoPagedModel(
@@ -42,6 +43,7 @@ def _openvino() -> Any:
         max_batch_tokens=256,
         n_threads=2,
         precision="f32",
+        kv_cache_precision=precision.kv_cache(batch_invariant=True),
         num_blocks=8,
     )
 

@@ -116,7 +116,8 @@ def test_the_banner_lists_every_model_and_the_urls(default_names_server: tuple[s
     banner = _banner(log_path)
     assert re.search(
         rf"{re.escape(SMOL_FILE)}: kind generate; backend openvino "
-        rf"\(precision {AUTO_OPENVINO_COMPUTE} \(asked auto; CPU [a-z0-9_ ]+\), KV [a-z0-9]+ \d+x32 cells, "
+        rf"\(precision {AUTO_OPENVINO_COMPUTE} \(asked auto; CPU [a-z0-9_ ]+"
+        r"(?:ONEDNN_MAX_CPU_ISA=[A-Z0-9_]+)?\), KV [a-z0-9]+ \d+x32 cells, "
         rf"prefix caching on; weights own-blocks\); capabilities [^;]*chat[^;]*; max_model_len 1024",
         banner,
     ), banner
