@@ -37,8 +37,8 @@ def cpu_flags() -> frozenset[str]:
 
 
 def isa_limit() -> str:
-    """`ONEDNN_MAX_CPU_ISA` as set (upper case), or empty."""
-    return os.environ.get(ISA_LIMIT, "").strip().upper()
+    """`ONEDNN_MAX_CPU_ISA` (or its older name `DNNL_MAX_CPU_ISA`) as set, upper case, or empty."""
+    return (os.environ.get(ISA_LIMIT) or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
 
 
 def has_native_bf16() -> bool:

@@ -91,6 +91,7 @@ async def test_fidelity_to_llama_cpp(
         quantized = engine.backend.quantized_group  # type: ignore[attr-defined]
         quantizes = precision_option == "f32" and not batch_invariant and INT8_ACTIVATIONS
         assert quantized == (32 if quantizes else 0)
+        assert engine.backend.cache.element_type == ("f32" if batch_invariant else "u8")  # type: ignore[attr-defined]
         result = await fidelity.measure(engine, runs)
     finally:
         await engine.stop()

@@ -105,11 +105,13 @@ def own_blocks_ir(gguf: Path) -> Path:
         rewrite = q8_0_rewrite(gguf)
         base = ir_folder(rewrite)
         base_was_cached = base.is_dir()
-        save_with_own_blocks(cached_ir(rewrite), gguf, rewrite, scratch / IR_NAME)
-        if not base_was_cached:
-            shutil.rmtree(base, ignore_errors=True)
-        if not rewrite_was_cached:
-            rewrite.unlink(missing_ok=True)
+        try:
+            save_with_own_blocks(cached_ir(rewrite), gguf, rewrite, scratch / IR_NAME)
+        finally:  # a failed build leaves nothing that a later one would take as cached before
+            if not base_was_cached:
+                shutil.rmtree(base, ignore_errors=True)
+            if not rewrite_was_cached:
+                rewrite.unlink(missing_ok=True)
 
     folder = ir_folder(gguf, OWN_BLOCKS_LABEL)
     xml = cached(folder, build)
