@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -74,8 +75,16 @@ def package_dir(package: str) -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """The file's sha256 (hex), read once per process while the file is unchanged: the IR cache
+    keys on it, and one start or build asks for the same file's several times."""
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, inode: int, size: int, modified_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         while chunk := handle.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
