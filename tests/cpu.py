@@ -13,14 +13,18 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-NATIVE_BF16 = bool({"avx512_bf16", "amx_bf16"} & cpu_flags()) and os.environ.get(
-    "ONEDNN_MAX_CPU_ISA", ""
-).upper() not in {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+HAS_BF16 = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+HAS_VNNI = bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
+ISA_LIMIT = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+"""oneDNN's limit, where set: the flags above it do not count."""
+
+LIMITS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
+LIMITS_WITHOUT_BF16 = LIMITS_WITHOUT_VNNI | {"AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE_VNNI"}
+
+NATIVE_BF16 = HAS_BF16 and ISA_LIMIT not in LIMITS_WITHOUT_BF16
 """Whether the CPU computes in bf16 natively (where the encoders' `auto` dtype takes bf16)."""
 
-INT8_ACTIVATIONS = bool({"avx512_vnni", "avx_vnni"} & cpu_flags()) and os.environ.get(
-    "ONEDNN_MAX_CPU_ISA", ""
-).upper() not in {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
+INT8_ACTIVATIONS = HAS_VNNI and ISA_LIMIT not in LIMITS_WITHOUT_VNNI
 """Whether the OpenVINO engine quantizes f32 activations to int8 here: where the CPU has VNNI and
 ONEDNN_MAX_CPU_ISA, if set, leaves it to oneDNN."""
 AUTO_OPENVINO_PRECISION = "f32"

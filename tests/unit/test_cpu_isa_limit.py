@@ -12,10 +12,7 @@ import pytest
 
 from aios_serve import cpu_features
 from aios_serve.backends.openvino_paged import precision
-from tests.cpu import cpu_flags
-
-HAS_VNNI = bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
-HAS_BF16 = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+from tests.cpu import HAS_BF16, HAS_VNNI, cpu_flags
 
 
 @pytest.mark.parametrize(
