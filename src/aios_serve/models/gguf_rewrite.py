@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from aios_serve.models.bundled import cache_dir, file_sha256
+from aios_serve.models.gguf_header import tensor_type_names
 
 log = logging.getLogger("aios_serve.models")
 
@@ -17,17 +18,15 @@ Q8_0 = 7  # LLAMA_FTYPE_MOSTLY_Q8_0
 
 
 def tensor_types(gguf: Path) -> frozenset[str]:
-    """The tensor types in a GGUF file (read from its header, weights memory-mapped; remembered
-    per path, size and modification time: gguf-py takes seconds over a large vocabulary)."""
+    """The tensor types in a GGUF file (read from its header; remembered per path, size and
+    modification time)."""
     stat = gguf.stat()
     return _read_types(str(gguf.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=32)
 def _read_types(path: str, size: int, modified_ns: int) -> frozenset[str]:
-    from gguf import GGUFReader
-
-    return frozenset(tensor.tensor_type.name for tensor in GGUFReader(path).tensors)
+    return tensor_type_names(Path(path))
 
 
 def holds_only(gguf: Path, types: frozenset[str]) -> bool:
