@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -75,19 +77,59 @@ def package_dir(package: str) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """The file's sha256 (hex), read once per process while the file is unchanged: the IR cache
-    keys on it, and one start or build asks for the same file's several times."""
-    stat = path.stat()
-    return _sha256(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    """The file's sha256 (hex), read once while the file is unchanged: the IR cache keys on it,
+    and every start asks for it. The digest is remembered in memory and under
+    `cache_dir() / "sha256"` with the file's device, inode, size, modification and change times
+    (the stat that git's index trusts), so a restart reads the file again only if it changed."""
+    resolved = path.resolve()
+    stat = resolved.stat()
+    identity = f"{stat.st_dev} {stat.st_ino} {stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns}"
+    return _sha256(str(resolved), identity)
 
 
 @functools.lru_cache(maxsize=64)
-def _sha256(path: str, inode: int, size: int, modified_ns: int) -> str:
+def _sha256(path: str, identity: str) -> str:
+    memo = _memo_folder() / hashlib.sha256(path.encode()).hexdigest()
+    try:
+        remembered = json.loads(memo.read_text())
+        if remembered["path"] == path and remembered["identity"] == identity:
+            return str(remembered["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 22):
             digest.update(chunk)
+    _remember(memo, {"path": path, "identity": identity, "sha256": digest.hexdigest()})
     return digest.hexdigest()
+
+
+def _memo_folder() -> Path:
+    return cache_dir() / "sha256"
+
+
+def _remember(memo: Path, entry: dict[str, str]) -> None:
+    """Write `entry` to `memo` by a rename (a reader sees all of it or none) and drop the memos of
+    files that are gone; a cache that cannot be written only costs the next start a read."""
+    partial = memo.with_name(f".{memo.name}.{os.getpid()}")
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(entry))
+        partial.replace(memo)
+        for other in memo.parent.iterdir():
+            if not other.name.startswith(".") and _stale(other):
+                other.unlink(missing_ok=True)
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+
+
+def _stale(memo: Path) -> bool:
+    """Whether `memo` is unreadable or its file gone."""
+    try:
+        return not Path(json.loads(memo.read_text())["path"]).exists()
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
 
 
 def _check(path: Path, expected: str) -> None:
