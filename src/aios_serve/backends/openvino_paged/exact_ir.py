@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from aios_serve.backends.openvino_paged.gguf_blocks import Decoded, decode
+from aios_serve.models.gguf_header import tensors
 
 log = logging.getLogger("aios_serve.backends.openvino_paged")
 
@@ -238,15 +239,16 @@ def save_with_own_blocks(
     """Read `base` (GenAI's IR of `rewrite`, the Q8_0 rewrite of `original`), put the original's
     blocks back and save the result as `target`; per tensor type, how many weights were put back."""
     import openvino as ov
-    from gguf import GGUFReader
+    from gguf import GGMLQuantizationType
 
+    q8_0 = GGMLQuantizationType.Q8_0
     model = ov.Core().read_model(str(base))
-    source = {t.name: t for t in GGUFReader(str(original)).tensors}
+    source = {t.name: t for t in tensors(original)}
     rewritten = {}
-    for q8 in GGUFReader(str(rewrite)).tensors:
-        if q8.tensor_type.name == "Q8_0" and source.get(q8.name) is not None:
-            key = rewrite_codes(np.asarray(q8.data), min(KEY_VALUES, int(q8.shape[0]))).tobytes()
-            rewritten[(key, tuple(int(n) for n in q8.shape))] = q8
+    for q8 in tensors(rewrite):
+        if q8.type_id == q8_0 and q8.name in source:
+            key = rewrite_codes(q8.data, min(KEY_VALUES, q8.shape[0])).tobytes()
+            rewritten[(key, q8.shape)] = q8
     counts: dict[str, int] = {}
     kept: list[np.ndarray] = []
     group_sums: GroupSums = {}
@@ -256,17 +258,17 @@ def save_with_own_blocks(
         cols = groups * size
         in_ir = np.asarray(weight.codes.get_data()).reshape(out, cols)
         twin = rewritten.get((in_ir[0, : min(KEY_VALUES, cols)].tobytes(), (cols, out)))
-        tensor = source[twin.name] if twin is not None else None
-        if twin is None or tensor is None or tensor.tensor_type.name not in types:
+        if twin is None:
             continue
-        order = row_order(in_ir, rewrite_codes(np.asarray(twin.data)).reshape(out, cols))
+        tensor = source[twin.name]
+        type_name = GGMLQuantizationType(tensor.type_id).name
+        if type_name not in types:
+            continue
+        order = row_order(in_ir, rewrite_codes(twin.data).reshape(out, cols))
         if order is None:
             log.warning("%s: an IR row has no twin in the rewrite; kept at Q8_0", twin.name)
             continue
-        type_name = tensor.tensor_type.name
-        decoded = _rows(
-            decode(np.asarray(tensor.data).reshape(-1).view(np.uint8), type_name, out, cols), order
-        )
+        decoded = _rows(decode(tensor.data, type_name, out, cols), order)
         by_input.setdefault(_stackable(weight, decoded), []).append((weight, decoded))
         counts[type_name] = counts.get(type_name, 0) + 1
     for stack in by_input.values():
