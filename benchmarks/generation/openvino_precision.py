@@ -2,7 +2,8 @@
 the figures `inference_precision: auto` is chosen by (README, "Inference precision").
 
 Per bundled chat model, each setting loaded at once in this process (no HTTP, 2 threads):
-`f32` (int8 activations, the default), `f32-invariant` (`batch_invariant: true`) and `bf16`:
+`f32` (the default; int8 activations where the CPU has VNNI), `f32-invariant` (`batch_invariant:
+true`) and, where the CPU has native bf16, `bf16` (`--settings` picks others):
 - decode tok/s of one stream and aggregate tok/s of 16 streams (128 tokens, EOS ignored), run
   in turns (the order reversed every round) and reported as medians over `--rounds`;
 - the time to the first token of a ~470-token prompt (a new one per round; median);
@@ -23,6 +24,7 @@ from pathlib import Path
 from servers import machine
 
 from aios_serve.backends.llama_cpp import LlamaCppVocab
+from aios_serve.cpu_features import has_native_bf16
 from aios_serve.engine.generation import fidelity
 from aios_serve.engine.generation.factory import EngineSpec, build_engine
 from aios_serve.engine.generation.interface import EngineClient
@@ -45,6 +47,12 @@ POEM_TOPICS = [
     "a library",
 ]
 """The batched-against-sequential prompts of tests/e2e/test_generation_concurrency.py."""
+
+
+def settings_here() -> tuple[str, ...]:
+    """The settings this CPU computes differently: bf16 only where it has native bf16 (elsewhere
+    the engine falls back to f32, and the row would repeat `f32`'s)."""
+    return SETTINGS if has_native_bf16() else tuple(s for s in SETTINGS if s != "bf16")
 
 
 def chat_ids(vocab: LlamaCppVocab, text: str) -> list[int]:
@@ -129,10 +137,10 @@ async def _flips(engine: EngineClient, prompts: list[list[int]]) -> int:
     return sum(a != b[0] for a, b in zip(alone, together, strict=True))
 
 
-async def _model(name: str, rounds: int, max_tokens: int) -> None:
+async def _model(name: str, rounds: int, max_tokens: int, settings: tuple[str, ...]) -> None:
     path = model_path(name)
     vocab = LlamaCppVocab(path)
-    engines = {p: await asyncio.to_thread(openvino_engine, path, p) for p in SETTINGS}
+    engines = {p: await asyncio.to_thread(openvino_engine, path, p) for p in settings}
     for engine in engines.values():
         await engine.start()
     try:
@@ -140,13 +148,13 @@ async def _model(name: str, rounds: int, max_tokens: int) -> None:
         speeds: dict[tuple[str, int], list[float]] = {}
         first_token: dict[str, list[float]] = {}
         for round_index in range(rounds):
-            order = SETTINGS if round_index % 2 == 0 else SETTINGS[::-1]
+            order = settings if round_index % 2 == 0 else settings[::-1]
             for streams in (1, 16):
                 for setting in order:
                     figure = await speed(engines[setting], prompt, streams, max_tokens)
                     speeds.setdefault((setting, streams), []).append(figure)
             for k, setting in enumerate(order):
-                long_prompt = chat_ids(vocab, _long_text(round_index * len(SETTINGS) + k))
+                long_prompt = chat_ids(vocab, _long_text(round_index * len(settings) + k))
                 started = time.monotonic()
                 _, first, _ = await greedy_tokens(engines[setting], long_prompt, 1)
                 first_token.setdefault(setting, []).append(first - started)
@@ -167,14 +175,14 @@ async def _model(name: str, rounds: int, max_tokens: int) -> None:
                 f"| {setting} | {compiled} | {single:.1f} | {many:.1f} | {ttft:.0f} | {flips}/{len(poems)} | "
                 f"{fid.describe()} |"
             )
-        for setting in SETTINGS[1:]:
+        for setting in settings[1:]:
             ratios = [
                 b / f
                 for streams in (1, 16)
-                for f, b in zip(speeds[("f32", streams)], speeds[(setting, streams)], strict=True)
+                for f, b in zip(speeds[(settings[0], streams)], speeds[(setting, streams)], strict=True)
             ]
             shown = [round(r, 3) for r in ratios]
-            print(f"{setting}/f32 per round (1 stream x{rounds}, then 16 x{rounds}): {shown}")
+            print(f"{setting}/{settings[0]} per round (1 stream x{rounds}, then 16 x{rounds}): {shown}")
     finally:
         for engine in engines.values():
             await engine.stop()
@@ -185,10 +193,14 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--models", nargs="*", default=list(MODELS), help="bundled names or .gguf paths")
+    parser.add_argument(
+        "--settings", nargs="*", choices=SETTINGS, help="default: all this CPU computes differently"
+    )
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    settings = tuple(args.settings or settings_here())
+    print(f"machine: {machine()}; settings: {', '.join(settings)}")
     for name in args.models:
-        await _model(name, args.rounds, args.max_tokens)
+        await _model(name, args.rounds, args.max_tokens, settings)
 
 
 if __name__ == "__main__":
