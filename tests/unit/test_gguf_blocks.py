@@ -8,25 +8,31 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGMLQuantizationType
 from gguf.quants import dequantize, quantize
 
 from aios_serve.backends.openvino_paged.exact_ir import PUT_BACK, _put_back, _Weight, row_order
 from aios_serve.backends.openvino_paged.gguf_blocks import DECODED_TYPES, decode, dequantized
 from aios_serve.models.bundled import resolve_bundled
+from aios_serve.models.gguf_header import GgufTensor, tensors
 
 WIDTH = {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q5_0": 8, "Q6_K": 8}
 """The width each type's codes are stored at, and below it the most they may hold."""
 MOST = {"Q4_0": 15, "Q4_1": 15, "Q4_K": 15, "Q5_0": 31, "Q6_K": 63}
 
 
-def _first_of_each_type(model: str) -> list[tuple[str, object]]:
-    seen: dict[str, object] = {}
-    for tensor in GGUFReader(str(resolve_bundled(model))).tensors:
-        name = tensor.tensor_type.name
+def _first_of_each_type(model: str) -> list[tuple[str, GgufTensor]]:
+    seen: dict[str, GgufTensor] = {}
+    for tensor in tensors(resolve_bundled(model)):
+        name = GGMLQuantizationType(tensor.type_id).name
         if name in DECODED_TYPES and name not in seen and int(np.prod(tensor.shape[1:])) <= 20_000:
             seen[name] = tensor
     return list(seen.items())
+
+
+def _gguf_values(tensor: GgufTensor, rows: int, cols: int) -> np.ndarray:
+    """gguf-py's dequantization of the tensor's blocks, as a rows x cols matrix."""
+    return dequantize(tensor.data, GGMLQuantizationType(tensor.type_id)).reshape(rows, cols)
 
 
 @pytest.mark.parametrize("model", ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
@@ -34,10 +40,9 @@ def test_bundled_tensors_decode_to_gguf_values(model: str) -> None:
     found = _first_of_each_type(model)
     assert found, "no tensor of a decoded type"
     for type_name, tensor in found:
-        cols, rows = int(tensor.shape[0]), int(np.prod(tensor.shape[1:]))  # type: ignore[attr-defined]
-        raw = np.asarray(tensor.data).reshape(-1).view(np.uint8)  # type: ignore[attr-defined]
-        decoded = decode(raw, type_name, rows, cols)
-        expected = dequantize(tensor.data, tensor.tensor_type).reshape(rows, cols)  # type: ignore[attr-defined]
+        cols, rows = tensor.shape[0], int(np.prod(tensor.shape[1:]))
+        decoded = decode(tensor.data, type_name, rows, cols)
+        expected = _gguf_values(tensor, rows, cols)
         np.testing.assert_array_equal(dequantized(decoded), expected, err_msg=type_name)
         assert decoded.bits == WIDTH[type_name]
         assert int(decoded.codes.max()) <= MOST[type_name] and decoded.codes.shape == (rows, cols)
@@ -88,10 +93,9 @@ def test_a_weight_put_back_multiplies_as_the_gguf_values(model: str, stacked: in
     assert put_back
     rng = np.random.default_rng(3)
     for type_name, tensor in put_back:
-        cols, rows = int(tensor.shape[0]), int(np.prod(tensor.shape[1:]))  # type: ignore[attr-defined]
-        raw = np.asarray(tensor.data).reshape(-1).view(np.uint8)  # type: ignore[attr-defined]
-        expected = dequantize(tensor.data, tensor.tensor_type).reshape(rows, cols)  # type: ignore[attr-defined]
-        decoded = decode(raw, type_name, rows, cols)
+        cols, rows = tensor.shape[0], int(np.prod(tensor.shape[1:]))
+        expected = _gguf_values(tensor, rows, cols)
+        decoded = decode(tensor.data, type_name, rows, cols)
         cuts = [0, *sorted(rng.choice(np.arange(1, rows), stacked - 1, replace=False)), rows]
         parts = list(itertools.pairwise(cuts))
         x = ops.parameter([-1, cols], ov.Type.f32, name="x")
