@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -9,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aios_serve.backends.openvino_paged import paged_ir
-from aios_serve.backends.openvino_paged.ir import IR_NAME, cached, ir_folder
+from aios_serve.backends.openvino_paged.ir import IR_NAME, NotBuilt, cached, cached_only, ir_folder
 from aios_serve.backends.openvino_paged.weights import OWN_BLOCKS_LABEL, Q8_0_REWRITE, q8_0_rewrite
 from aios_serve.models.bundled import resolve_bundled
 from aios_serve.models.gguf_rewrite import rewrite_path
@@ -67,3 +70,52 @@ def test_a_second_process_waits_for_the_first_ones_build(tmp_path: Path) -> None
         caller.join()
     assert found == [folder / IR_NAME] * 2
     assert len(builds) == 1
+
+
+_FIRST_AND_SECOND_START = """
+import json, resource, sys
+from pathlib import Path
+def own_peak_kib():  # VmHWM: this process since its exec (ru_maxrss counts its parent's before it)
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM"))
+    return int(line.split()[1])
+from aios_serve.backends.openvino_paged.child_build import prepared_ir
+gguf = Path(sys.argv[1])
+starts = []
+for _ in range(2):
+    xml, route = prepared_ir(gguf)
+    starts.append({
+        "xml": str(xml), "route": route,
+        "own_peak_kib": own_peak_kib(),
+        "children_peak_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    })
+print(json.dumps({"starts": starts, "genai_loaded": "openvino_genai" in sys.modules}))
+"""
+
+
+def test_a_first_start_builds_in_a_child_process_and_a_second_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gguf = resolve_bundled("smollm2-135m-instruct")
+    monkeypatch.setenv("AIOS_CACHE_DIR", str(tmp_path))
+    with pytest.raises(NotBuilt), cached_only():
+        paged_ir(gguf)
+    assert not rewrite_path(gguf, **Q8_0_REWRITE).exists()  # nothing was built to find that out
+
+    run = subprocess.run(
+        [sys.executable, "-c", _FIRST_AND_SECOND_START, str(gguf)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    first, second = report["starts"]
+    assert first["xml"] == second["xml"] == str(ir_folder(gguf, OWN_BLOCKS_LABEL) / IR_NAME)
+    assert first["route"] == second["route"] == "own-blocks"
+    assert not report["genai_loaded"]  # GenAI built the IR in the child
+    # the build's peak was the child's (SmolLM2's: 704 MB on Zen 3, this process's ~450 MB), and
+    # the second start made no child
+    assert first["children_peak_kib"] > first["own_peak_kib"]
+    assert second["children_peak_kib"] == first["children_peak_kib"]
+    with cached_only():
+        assert paged_ir(gguf) == (Path(first["xml"]), "own-blocks")

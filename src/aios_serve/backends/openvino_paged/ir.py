@@ -10,6 +10,7 @@ The saved model is the stateful one; `graph.py` makes it paged.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import shutil
@@ -24,6 +25,28 @@ from aios_serve.models.bundled import cache_dir, file_sha256
 log = logging.getLogger("aios_serve.backends.openvino_paged")
 
 IR_NAME = "openvino_model.xml"
+
+_BUILDS = contextvars.ContextVar("openvino_ir_builds", default=True)
+
+
+class NotBuilt(LookupError):
+    """An IR or rewrite that `cached_only` found missing (a build would have made it)."""
+
+
+@contextmanager
+def cached_only() -> Iterator[None]:
+    """Within it, a missing IR or rewrite raises NotBuilt instead of being built."""
+    token = _BUILDS.set(False)
+    try:
+        yield
+    finally:
+        _BUILDS.reset(token)
+
+
+def check_may_build(missing: Path) -> None:
+    """Raise NotBuilt for `missing` inside `cached_only`."""
+    if not _BUILDS.get():
+        raise NotBuilt(missing)
 
 
 def openvino_version() -> str:
@@ -70,11 +93,12 @@ def cached_ir(weights: Path) -> Path:
 
 
 def cached(folder: Path, build: Callable[[Path], object]) -> Path:
-    """`folder / IR_NAME`, which `build(scratch)` writes into an empty folder on first use; a
-    process that finds another building it waits for that build."""
+    """`folder / IR_NAME`, which `build(scratch)` writes into an empty folder on first use
+    (NotBuilt inside `cached_only`); a process that finds another building it waits for that build."""
     xml = folder / IR_NAME
     if xml.is_file():
         return xml
+    check_may_build(xml)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _building(folder):
         if not xml.is_file():

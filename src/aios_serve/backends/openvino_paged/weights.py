@@ -64,7 +64,14 @@ import shutil
 from pathlib import Path
 
 from aios_serve.backends.openvino_paged.exact_ir import PUT_BACK, save_with_own_blocks
-from aios_serve.backends.openvino_paged.ir import IR_NAME, cached, cached_ir, ir_folder, remove_superseded
+from aios_serve.backends.openvino_paged.ir import (
+    IR_NAME,
+    cached,
+    cached_ir,
+    check_may_build,
+    ir_folder,
+    remove_superseded,
+)
 from aios_serve.models.gguf_rewrite import F16, Q8_0, holds_any, holds_only, rewrite_path, rewritten
 
 EXACT_TYPES = frozenset({"F32", "F16", "Q8_0"})
@@ -81,17 +88,26 @@ OWN_BLOCKS_FAMILY = "own-blocks"
 """What every own-blocks label starts with: older ones are removed once the current one is made."""
 Q8_0_REWRITE = {"label": "q8_0-pure", "folder": "openvino-ir"}
 """Where the Q8_0 rewrite is cached (`gguf_rewrite.rewrite_path`)."""
+F16_REWRITE = {"label": "f16", "folder": "openvino"}
+"""Where the F16 rewrite is cached."""
 
 
 def q8_0_rewrite(gguf: Path) -> Path:
     """The file with every tensor rewritten to Q8_0, made once per content hash under
-    `cache_dir() / "openvino-ir"`."""
+    `cache_dir() / "openvino-ir"` (NotBuilt inside `ir.cached_only` where it is not there)."""
+    target = rewrite_path(gguf, **Q8_0_REWRITE)
+    if not target.is_file():
+        check_may_build(target)
     return rewritten(gguf, ftype=Q8_0, pure=True, **Q8_0_REWRITE)
 
 
 def f16_rewrite(gguf: Path) -> Path:
-    """The file with every tensor rewritten to F16 (F32 ones kept), made once per content hash."""
-    return rewritten(gguf, ftype=F16, label="f16", folder="openvino")
+    """The file with every tensor rewritten to F16 (F32 ones kept), made once per content hash
+    (NotBuilt inside `ir.cached_only` where it is not there)."""
+    target = rewrite_path(gguf, **F16_REWRITE)
+    if not target.is_file():
+        check_may_build(target)
+    return rewritten(gguf, ftype=F16, pure=False, **F16_REWRITE)
 
 
 def own_blocks_ir(gguf: Path) -> Path:

@@ -154,14 +154,15 @@ def _transformers(spec: EngineSpec) -> EngineClient:
 def _openvino(spec: EngineSpec) -> EngineClient:
     """OpenVINO's paged-attention model under our loop, built from the file's own blocks over
     its Q8_0 rewrite, or from a rewrite (`weights_type`; backends/openvino_paged/weights.py)."""
-    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir, precision
+    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, precision
+    from aios_serve.backends.openvino_paged.child_build import prepared_ir
 
     options = spec.parsed_options
     gguf = Path(spec.path)
     if gguf.is_dir():
         raise ValueError(f"the openvino engine reads a .gguf file; {gguf} is a folder")
     compiled_at, quantized = precision.compute(options.inference_precision, options.batch_invariant)
-    ir, route = paged_ir(gguf, options.weights_type)
+    ir, route = prepared_ir(gguf, options.weights_type)
     backend = OpenVinoPagedModel(
         gguf,
         ir=ir,
