@@ -16,9 +16,9 @@ from aios_serve.backends.openvino_paged.gguf_blocks import DECODED_TYPES, decode
 from aios_serve.models.bundled import resolve_bundled
 from aios_serve.models.gguf_header import GgufTensor, tensors
 
-WIDTH = {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q5_0": 8, "Q6_K": 8}
+WIDTH = {"Q4_0": 4, "Q4_1": 4, "Q4_K": 4, "Q5_0": 8, "Q6_K": 8, "Q8_0": 8}
 """The width each type's codes are stored at, and below it the most they may hold."""
-MOST = {"Q4_0": 15, "Q4_1": 15, "Q4_K": 15, "Q5_0": 31, "Q6_K": 63}
+MOST = {"Q4_0": 15, "Q4_1": 15, "Q4_K": 15, "Q5_0": 31, "Q6_K": 63, "Q8_0": 255}
 
 
 def _first_of_each_type(model: str) -> list[tuple[str, GgufTensor]]:
@@ -55,7 +55,7 @@ def test_types_of_the_bundled_files_are_covered() -> None:
         for model in ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
         for name, _ in _first_of_each_type(model)
     }
-    assert covered >= {"Q4_1", "Q5_0", "Q4_K", "Q6_K"}
+    assert covered >= {"Q4_1", "Q5_0", "Q4_K", "Q6_K", "Q8_0"}
 
 
 def test_quantized_q4_0_decodes_to_gguf_values() -> None:

@@ -14,7 +14,9 @@ from aios_serve.models.gguf_header import tensor_type_names
 log = logging.getLogger("aios_serve.models")
 
 F16 = 1  # LLAMA_FTYPE_MOSTLY_F16
+Q4_0 = 2  # LLAMA_FTYPE_MOSTLY_Q4_0
 Q8_0 = 7  # LLAMA_FTYPE_MOSTLY_Q8_0
+GGML_TYPE_Q8_0 = 8
 
 
 def tensor_types(gguf: Path) -> frozenset[str]:
@@ -56,28 +58,37 @@ def rewrite_path(gguf: Path, *, label: str, folder: str) -> Path:
     return cache_dir() / folder / f"{gguf.stem}-{file_sha256(gguf)[:16]}.{label}.gguf"
 
 
-def rewritten(gguf: Path, *, ftype: int, label: str, folder: str, pure: bool = False) -> Path:
-    """`gguf` rewritten to `ftype` (`pure`: every tensor, none kept at another type) at
-    `rewrite_path`, written to a temporary name and renamed into place; an existing rewrite is
-    returned as is."""
+def rewritten(
+    gguf: Path, *, ftype: int, label: str, folder: str, pure: bool = False, embedding_type: int | None = None
+) -> Path:
+    """`gguf` rewritten to `ftype` (`pure`: every tensor, none kept at another type; the token
+    embedding at the ggml type `embedding_type` where given) at `rewrite_path`, written to a
+    temporary name and renamed into place; an existing rewrite is returned as is."""
     target = rewrite_path(gguf, label=label, folder=folder)
     target_folder = target.parent
     if target.is_file():
         return target
-    import llama_cpp
-
     target_folder.mkdir(parents=True, exist_ok=True)
     partial = target_folder / f".{target.name}.{os.getpid()}.partial"
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.pure = pure
-    params.allow_requantize = True
     log.info("rewriting %s to %s for OpenVINO (once) at %s", gguf, label, target)
     try:
-        failed = llama_cpp.llama_model_quantize(str(gguf).encode(), str(partial).encode(), params)
-        if failed:
-            raise RuntimeError(f"llama.cpp could not rewrite {gguf} to {label} (status {failed})")
+        quantize(gguf, partial, ftype=ftype, pure=pure, embedding_type=embedding_type)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+def quantize(gguf: Path, target: Path, *, ftype: int, pure: bool, embedding_type: int | None = None) -> None:
+    """Write `gguf` rewritten by llama.cpp's quantizer to `target` (see `rewritten`)."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.pure = pure
+    params.allow_requantize = True
+    if embedding_type is not None:
+        params.token_embedding_type = embedding_type
+    failed = llama_cpp.llama_model_quantize(str(gguf).encode(), str(target).encode(), params)
+    if failed:
+        raise RuntimeError(f"llama.cpp could not rewrite {gguf} (ftype {ftype}, status {failed})")

@@ -1,6 +1,15 @@
-"""The IR with the GGUF file's own quantized blocks: GenAI's IR of the Q8_0 rewrite (its graph)
-with every weight the original holds as Q4_0, Q4_1, Q4_K or Q5_0 (`PUT_BACK`) put back from
-those blocks (gguf_blocks.py), codes at their own width (u4 or u8) and scales per group.
+"""The IR with the GGUF file's own quantized blocks: GenAI's IR of a frame (the file rewritten
+by llama.cpp's quantizer to Q4_0, its token embedding to Q8_0) gives the graph, and every
+MatMul weight is put back: those the original holds as Q4_0, Q4_1, Q4_K or Q5_0 (`PUT_BACK`)
+from its own blocks (gguf_blocks.py), codes at their own width (u4 or u8) and scales per group;
+the others (Q6_K, Q8_0, F16 ...) as Q8_0, requantized as llama.cpp's quantizer does
+(models/ggml_quants.py). The frame's 4-bit weights are never served: one with no twin in the
+original stops the build. The token embedding (read by a Gather) keeps the frame's Q8_0.
+
+The frame is there for its graph, and the smallest file GenAI reads exactly keeps its build
+small: on Qwen2.5-Coder-1.5B (1.1 GB Q4_K_M) GenAI peaked at 3,842 MiB of anonymous memory
+building the IR of a Q8_0 rewrite (1.8 GB), at 2,752 MiB from the Q4_0 frame (1.2 GB), on a
+2-core Zen 3 (benchmarks/generation/openvino_build_memory.py).
 
 The CPU plugin multiplies by compressed weights of the form scale * (code - zero point), and with
 integer zero points (Q4_0's 8, Q5_0's 16) or none it quantizes the activations to int8 per
@@ -10,8 +19,7 @@ integer zero point, and the MatMul's output then subtracts what remains of the o
 each group's sum of the input (`remaining offsets @ group_sums(x)`, a MatMul 1/32 the size);
 such weights that read one input are stacked into one MatMul, split after the subtraction.
 Scales and offsets are products of a block's f16 and 6-bit factors, held in f16 as GenAI's
-scales are (a rounding of at most 2**-11 of each). Tensors of other types (Q6_K, Q5_1, Q5_K,
-Q3_K ...) and the token embedding (read by a Gather) keep the rewrite's Q8_0.
+scales are (a rounding of at most 2**-11 of each).
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from aios_serve.backends.openvino_paged.gguf_blocks import Decoded, decode
-from aios_serve.models.gguf_header import tensors
+from aios_serve.backends.openvino_paged.mapped_file import release, releasing
+from aios_serve.models.ggml_quants import requantized_q8_0
+from aios_serve.models.gguf_header import GgufTensor, tensors
 
 log = logging.getLogger("aios_serve.backends.openvino_paged")
 
@@ -33,26 +43,62 @@ PUT_BACK = frozenset({"Q4_0", "Q4_1", "Q4_K", "Q5_0"})
 16) made Qwen2.5-Coder-1.5B step slower than its Q8_0 rewrite (186.8 against 147.2 ms at bf16
 on a 2-core Sapphire Rapids), where its Q4_K blocks alone made it faster (127.8 ms)."""
 KEY_VALUES = 64
-"""How many leading codes of a weight's first row identify it (the Q8_0 rewrite's, +128)."""
+"""How many leading codes of a weight's first row identify it (as the IR holds them)."""
+
+
+FRAME_TYPES = {"Q4_0": 4, "Q8_0": 8}
+"""The frame's weight types and the widths GenAI's IR holds their codes at."""
 
 
 @dataclass
 class _Weight:
-    """A Q8_0 weight in GenAI's IR: Constant(u8) → Convert → Subtract(zero) → Multiply(scale)
+    """A weight in GenAI's IR: Constant(u4 or u8) → Convert → Subtract(zero) → Multiply(scale)
     → Reshape [out, in] → (Convert) → the second input of a MatMul with `transpose_b`."""
 
     codes: Any
     matmul: Any
+    bits: int = 8
 
 
-def rewrite_codes(raw: np.ndarray, values: int | None = None) -> np.ndarray:
-    """A Q8_0 tensor's codes (its first `values`, default all) as GenAI's IR stores them:
-    int8 + 128, in u8."""
-    blocks = raw.reshape(-1).view(np.uint8)
-    if values is not None:
-        blocks = blocks[: -(-values // 32) * 34]
-    codes = blocks.reshape(-1, 34)[:, 2:] ^ 0x80  # a byte's int8 + 128 is the byte with its top bit flipped
-    return codes.reshape(-1)[:values]
+@dataclass
+class _Plan:
+    """What replaces one weight: the original's tensor, as its own blocks (`type_name` in
+    PUT_BACK) or requantized to Q8_0, its rows in the IR's `order`."""
+
+    weight: _Weight
+    tensor: GgufTensor
+    type_name: str
+    order: np.ndarray
+    rows: int
+    cols: int
+
+    def decoded(self, rows: int | None = None) -> Decoded:
+        """The replacement's codes, scales and offsets (of its first `rows` only, if given)."""
+        rows = rows or self.rows
+        raw = np.asarray(self.tensor.data).reshape(self.rows, -1)[:rows]
+        if self.type_name == "Q8_0":
+            raw = requantized_q8_0(raw, self.tensor.type_id, rows, self.cols)
+        decoded = decode(raw, self.type_name, rows, self.cols)
+        return decoded if rows < self.rows else _rows(decoded, self.order)
+
+
+def frame_codes(tensor: GgufTensor, rows: int = 0) -> np.ndarray:
+    """A frame tensor's codes (of its first `rows`, default all) as GenAI's IR holds them."""
+    from gguf import GGMLQuantizationType
+
+    cols, out = tensor.shape
+    rows = rows or out
+    raw = np.asarray(tensor.data).reshape(out, -1)[:rows]
+    return decode(raw, GGMLQuantizationType(tensor.type_id).name, rows, cols).codes
+
+
+def _ir_codes(weight: _Weight) -> np.ndarray:
+    """The weight's codes in the IR, [out, in] u8 (4-bit ones unpacked, the low nibble first)."""
+    out, groups, size = (d.get_length() for d in weight.codes.get_output_partial_shape(0))
+    packed = np.asarray(weight.codes.get_data())
+    if weight.bits == 4:
+        packed = np.stack([packed & 0x0F, packed >> 4], axis=-1)
+    return packed.reshape(out, groups * size)
 
 
 def row_order(in_ir: np.ndarray, in_rewrite: np.ndarray) -> np.ndarray | None:
@@ -66,26 +112,30 @@ def row_order(in_ir: np.ndarray, in_rewrite: np.ndarray) -> np.ndarray | None:
     return None if -1 in order else np.array(order)
 
 
-def _q8_weights(model: Any) -> list[_Weight]:
-    """The model's Q8_0 MatMul weights (not the embedding, which a Gather reads)."""
+def _frame_weights(model: Any) -> list[_Weight]:
+    """The model's quantized MatMul weights (not the embedding, which a Gather reads)."""
+    widths = {"<Type: 'uint8_t'>": 8, "<Type: 'uint4_t'>": 4}
     found = []
     for node in model.get_ordered_ops():
-        if node.get_type_name() != "Constant" or str(node.get_output_element_type(0)) != "<Type: 'uint8_t'>":
+        if node.get_type_name() != "Constant" or len(node.get_output_partial_shape(0)) != 3:
             continue
-        if len(node.get_output_partial_shape(0)) != 3:
+        bits = widths.get(str(node.get_output_element_type(0)))
+        if bits is None:
             continue
         chain = node
         for expected in ("Convert", "Subtract", "Multiply", "Reshape"):
             users = list(chain.output(0).get_target_inputs())
             if len(users) != 1 or users[0].get_node().get_type_name() != expected:
                 break
+            if expected == "Subtract" and users[0].get_index() != 0:
+                break  # the zero points, which the codes' Convert is subtracted from
             chain = users[0].get_node()
         else:
             users = list(chain.output(0).get_target_inputs())
             if len(users) == 1 and users[0].get_node().get_type_name() == "Convert":
                 users = list(users[0].get_node().output(0).get_target_inputs())
             if len(users) == 1 and _is_weight_of_matmul(users[0]):
-                found.append(_Weight(node, users[0].get_node()))
+                found.append(_Weight(node, users[0].get_node(), bits))
     return found
 
 
@@ -233,47 +283,64 @@ def _stackable(weight: _Weight, decoded: Decoded) -> tuple[object, ...]:
     return (source.get_node().get_name(), source.get_index(), *layout)
 
 
-def save_with_own_blocks(
-    base: Path, original: Path, rewrite: Path, target: Path, types: frozenset[str] = PUT_BACK
-) -> dict[str, int]:
-    """Read `base` (GenAI's IR of `rewrite`, the Q8_0 rewrite of `original`), put the original's
-    blocks back and save the result as `target`; per tensor type, how many weights were put back."""
-    import openvino as ov
+def _plans(model: Any, original: Path, frame: Path, types: frozenset[str]) -> list[_Plan]:
+    """What replaces each of the model's MatMul weights; RuntimeError where a 4-bit one (the
+    frame's Q4_0, never to be served) has no twin in the original."""
     from gguf import GGMLQuantizationType
 
-    q8_0 = GGMLQuantizationType.Q8_0
-    model = ov.Core().read_model(str(base))
     source = {t.name: t for t in tensors(original)}
-    rewritten = {}
-    for q8 in tensors(rewrite):
-        if q8.type_id == q8_0 and q8.name in source:
-            key = rewrite_codes(q8.data, min(KEY_VALUES, q8.shape[0])).tobytes()
-            rewritten[(key, q8.shape)] = q8
+    twins = {}
+    for tensor in tensors(frame):
+        if GGMLQuantizationType(tensor.type_id).name in FRAME_TYPES and tensor.name in source:
+            key = frame_codes(tensor, rows=1)[0, :KEY_VALUES].tobytes()
+            twins[(key, tensor.shape)] = tensor
+    plans = []
+    for weight in _frame_weights(model):
+        in_ir = _ir_codes(weight)
+        out, cols = in_ir.shape
+        twin = twins.get((in_ir[0, :KEY_VALUES].tobytes(), (cols, out)))
+        order = None if twin is None else row_order(in_ir, frame_codes(twin))
+        if twin is None or order is None:
+            if weight.bits == 4:
+                raise RuntimeError(f"a {out}x{cols} weight of the frame has no twin in {original}")
+            log.warning("a %dx%d Q8_0 weight has no twin in %s; kept as GenAI read it", out, cols, original)
+            continue
+        tensor = source[twin.name]
+        if tensor.shape != twin.shape:
+            raise RuntimeError(f"{twin.name} is {tensor.shape} in {original}, {twin.shape} in its frame")
+        type_name = GGMLQuantizationType(tensor.type_id).name
+        if type_name in types:
+            plans.append(_Plan(weight, tensor, type_name, order, out, cols))
+        elif weight.bits == 4:  # the frame's Q4_0 of a tensor not put back as its own blocks
+            plans.append(_Plan(weight, tensor, "Q8_0", order, out, cols))
+    return plans
+
+
+def save_with_own_blocks(
+    base: Path, original: Path, frame: Path, target: Path, types: frozenset[str] = PUT_BACK
+) -> dict[str, int]:
+    """Read `base` (GenAI's IR of `frame`, llama.cpp's Q4_0 or Q8_0 rewrite of `original`), put
+    back every MatMul weight as the module docstring says and save the result as `target`; per
+    type, how many weights were put back (`Q8_0` for those requantized). One stack of weights
+    is decoded at a time, and the mapped files' pages are given back after each."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(base))
+    weights_file = base.with_suffix(".bin")
+    stacks: dict[tuple[object, ...], list[_Plan]] = {}
+    for plan in _plans(model, original, frame, types):
+        stacks.setdefault(_stackable(plan.weight, plan.decoded(rows=1)), []).append(plan)
     counts: dict[str, int] = {}
     kept: list[np.ndarray] = []
     group_sums: GroupSums = {}
-    by_input: dict[tuple[object, ...], list[tuple[_Weight, Decoded]]] = {}
-    for weight in _q8_weights(model):
-        out, groups, size = (d.get_length() for d in weight.codes.get_output_partial_shape(0))
-        cols = groups * size
-        in_ir = np.asarray(weight.codes.get_data()).reshape(out, cols)
-        twin = rewritten.get((in_ir[0, : min(KEY_VALUES, cols)].tobytes(), (cols, out)))
-        if twin is None:
-            continue
-        tensor = source[twin.name]
-        type_name = GGMLQuantizationType(tensor.type_id).name
-        if type_name not in types:
-            continue
-        order = row_order(in_ir, rewrite_codes(twin.data).reshape(out, cols))
-        if order is None:
-            log.warning("%s: an IR row has no twin in the rewrite; kept at Q8_0", twin.name)
-            continue
-        decoded = _rows(decode(tensor.data, type_name, out, cols), order)
-        by_input.setdefault(_stackable(weight, decoded), []).append((weight, decoded))
-        counts[type_name] = counts.get(type_name, 0) + 1
-    for stack in by_input.values():
-        _put_back([weight for weight, _ in stack], [decoded for _, decoded in stack], kept, group_sums)
+    for stack in stacks.values():
+        _put_back([plan.weight for plan in stack], [plan.decoded() for plan in stack], kept, group_sums)
+        for plan in stack:
+            counts[plan.type_name] = counts.get(plan.type_name, 0) + 1
+        for mapped in (original, frame, weights_file):
+            release(mapped)
     model.validate_nodes_and_infer_types()
-    ov.save_model(model, str(target), compress_to_fp16=False)
+    with releasing(weights_file):
+        ov.save_model(model, str(target), compress_to_fp16=False)
     log.info("put the file's own blocks back: %s", counts)
     return counts

@@ -3,8 +3,8 @@ rounding: weight[row, g*size + j] = scale[row, g] * (code[row, g*size + j] - zer
 
 Each format keeps its own codes (4-bit ones stay 4-bit); only the block's header is multiplied
 out (a K-quant's 6-bit sub-scale times its f16 super-scale, held in f32). The block layouts are
-ggml's (`ggml-common.h`): Q4_0, Q4_1, Q5_0, Q4_K (256 values, 8 sub-blocks of 32) and Q6_K
-(256 values, 16 sub-blocks of 16).
+ggml's (`ggml-common.h`): Q4_0, Q4_1, Q5_0, Q8_0, Q4_K (256 values, 8 sub-blocks of 32) and
+Q6_K (256 values, 16 sub-blocks of 16).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Decoded:
     group: int
     """Values sharing one scale and offset along a row."""
     zero: int
-    """Subtracted from every code before scaling (0, 8, 16 or 32)."""
+    """Subtracted from every code before scaling (0, 8, 16, 32 or 128)."""
     scale: F32
     """[rows, cols // group]."""
     offset: F32 | None
@@ -60,6 +60,11 @@ def _q5_0(blocks: U8) -> tuple[U8, F32, F32 | None, int, int]:
     high_bits = np.unpackbits(blocks[:, 2:6], axis=-1, bitorder="little")  # bit j: value j's 5th bit
     codes = (_split_nibbles(blocks[:, 6:22]) | (high_bits << 4)).astype(np.uint8)
     return codes, scale, None, 16, 32
+
+
+def _q8_0(blocks: U8) -> tuple[U8, F32, F32 | None, int, int]:
+    codes = (blocks[:, 2:34] ^ 0x80).astype(np.uint8)  # an int8 + 128: the byte, its top bit flipped
+    return codes, _half(blocks[:, 0:2]), None, 128, 32
 
 
 def _k_scales(packed: U8) -> tuple[U8, U8]:
@@ -101,6 +106,7 @@ _FORMATS = {
     "Q4_0": (_q4_0, 32, 18, 4),
     "Q4_1": (_q4_1, 32, 20, 4),
     "Q5_0": (_q5_0, 32, 22, 8),
+    "Q8_0": (_q8_0, 32, 34, 8),
     "Q4_K": (_q4_k, 256, 144, 4),
     "Q6_K": (_q6_k, 256, 210, 8),
 }

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from aios_serve.backends.openvino_paged.mapped_file import releasing
 from aios_serve.models.bundled import cache_dir, file_sha256
 
 log = logging.getLogger("aios_serve.backends.openvino_paged")
@@ -89,7 +90,7 @@ def remove_superseded(keep: Path, label: str, family: str) -> list[Path]:
 
 def cached_ir(weights: Path) -> Path:
     """The IR's .xml for `weights` (a GGUF file GenAI decodes exactly), built on first use."""
-    return cached(ir_folder(weights), lambda scratch: _save_ir(weights, scratch))
+    return cached(ir_folder(weights), lambda scratch: save_ir(weights, scratch))
 
 
 def cached(folder: Path, build: Callable[[Path], object]) -> Path:
@@ -145,7 +146,9 @@ def _build(folder: Path, build: Callable[[Path], object]) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _save_ir(weights: Path, scratch: Path) -> None:
+def save_ir(weights: Path, scratch: Path) -> None:
+    """GenAI's IR of `weights` (a GGUF file it decodes exactly) saved into the folder `scratch`;
+    the file's mapped pages are given back as GenAI reads them."""
     import openvino_genai as genai
 
     link = scratch / weights.name
@@ -154,8 +157,11 @@ def _save_ir(weights: Path, scratch: Path) -> None:
     scheduler.cache_size = 1
     started = time.perf_counter()
     log.info("building the OpenVINO IR of %s (once)", weights)
-    pipeline = genai.ContinuousBatchingPipeline(str(link), scheduler, "CPU", {"enable_save_ov_model": True})
-    del pipeline
+    with releasing(weights):
+        pipeline = genai.ContinuousBatchingPipeline(
+            str(link), scheduler, "CPU", {"enable_save_ov_model": True}
+        )
+        del pipeline
     link.unlink()
     if not (scratch / IR_NAME).is_file():
         raise RuntimeError(f"OpenVINO GenAI saved no IR for {weights} in {scratch}")

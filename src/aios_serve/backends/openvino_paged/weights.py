@@ -2,9 +2,11 @@
 by llama.cpp's quantizer and cached by content hash. GenAI decodes F32, F16 and Q8_0 as
 llama.cpp does but misreads 4-bit k-quants, so a file of other types is never read as is.
 
-- `gguf` (default): GenAI's IR of the Q8_0 rewrite with the file's own Q4_0, Q4_1, Q4_K and
-  Q5_0 blocks put back, 4-bit codes at 4 bits (exact_ir.py); other types (Q6_K among them) stay
-  at Q8_0. A file of F32, F16 and Q8_0 only is read as is. Q4_1's and Q4_K's offsets are
+- `gguf` (default): GenAI's graph with every MatMul weight put back (exact_ir.py): the file's
+  own Q4_0, Q4_1, Q4_K and Q5_0 blocks, 4-bit codes at 4 bits; other types (Q6_K among them)
+  at Q8_0 as llama.cpp's quantizer makes it (the graph comes from a Q4_0 frame since
+  `own-blocks-v6`, before from the Q8_0 rewrite, with the same weights). A file of F32, F16
+  and Q8_0 only is read as is. Q4_1's and Q4_K's offsets are
   integer zero points plus a remainder taken off the output (exact_ir.py, since the cache label
   `own-blocks-v4`), so the plugin keeps its int8 activations; teacher-forced at the default f32
   with int8 activations (tests/unit/test_openvino_fidelity.py -s), SmolLM2 top-1 630/640, mean
@@ -38,7 +40,7 @@ llama.cpp does but misreads 4-bit k-quants, so a file of other types is never re
   (benchmarks/generation/openvino_footprint.py FILE --precision bf16 [--weights-type f16]).
   Memory near the file's size is the default.
 
-Why the Q8_0 rewrite under the file's own blocks, and not an F16 one (the route of the GenAI
+Why Q8_0 for the types not put back, and not F16 (the route of the GenAI
 pipeline engine this one replaced): on a 2-core Sapphire Rapids at f32 (dynamic activation
 quantization off, see graph.py), SmolLM2's Q8_0 model stepped in 15.8 ms for one sequence and
 35.6 ms for 16, against 26.4 and 42.9 ms from F16 (it reads half the weight bytes; with dynamic
@@ -71,17 +73,31 @@ from aios_serve.backends.openvino_paged.ir import (
     check_may_build,
     ir_folder,
     remove_superseded,
+    save_ir,
 )
-from aios_serve.models.gguf_rewrite import F16, Q8_0, holds_any, holds_only, rewrite_path, rewritten
+from aios_serve.models.gguf_rewrite import (
+    F16,
+    GGML_TYPE_Q8_0,
+    Q4_0,
+    Q8_0,
+    holds_any,
+    holds_only,
+    quantize,
+    rewrite_path,
+    rewritten,
+)
 
 EXACT_TYPES = frozenset({"F32", "F16", "Q8_0"})
 """Tensor types GenAI 2026.4 decodes as llama.cpp does."""
 FLOAT_TYPES = frozenset({"F32", "F16"})
 """Tensor types the f16 route reads as is."""
-OWN_BLOCKS_LABEL = "own-blocks-v5"
-"""The own-blocks IR's cache label; v5: weights with offsets that read one input stacked into
-one MatMul (v1: f16 zero points; v2: offsets whole off the output; v3: a group sum per MatMul;
-v4: integer zero points, the offsets' remainder taken off the output, group sums shared)."""
+OWN_BLOCKS_LABEL = "own-blocks-v6"
+"""The own-blocks IR's cache label; v6: built over a Q4_0 frame, every MatMul weight put back
+(v1: f16 zero points; v2: offsets whole off the output; v3: a group sum per MatMul; v4: integer
+zero points, the offsets' remainder taken off the output, group sums shared; v5: weights with
+offsets that read one input stacked into one MatMul)."""
+FRAME_NAME = "frame.q4_0.gguf"
+"""The frame's file name in a build's scratch folder."""
 
 
 OWN_BLOCKS_FAMILY = "own-blocks"
@@ -98,7 +114,7 @@ def q8_0_rewrite(gguf: Path) -> Path:
     target = rewrite_path(gguf, **Q8_0_REWRITE)
     if not target.is_file():
         check_may_build(target)
-    return rewritten(gguf, ftype=Q8_0, pure=True, **Q8_0_REWRITE)
+    return rewritten(gguf, ftype=Q8_0, pure=True, label=Q8_0_REWRITE["label"], folder=Q8_0_REWRITE["folder"])
 
 
 def f16_rewrite(gguf: Path) -> Path:
@@ -107,27 +123,24 @@ def f16_rewrite(gguf: Path) -> Path:
     target = rewrite_path(gguf, **F16_REWRITE)
     if not target.is_file():
         check_may_build(target)
-    return rewritten(gguf, ftype=F16, pure=False, **F16_REWRITE)
+    return rewritten(gguf, ftype=F16, label=F16_REWRITE["label"], folder=F16_REWRITE["folder"])
 
 
 def own_blocks_ir(gguf: Path) -> Path:
-    """The IR of the Q8_0 rewrite with the file's own blocks put back (exact_ir.py), made once
-    per content hash. The rewrite and its IR, which the `q8_0` route would serve, are kept only
-    while it is made, unless they were cached before (for Qwen2.5-Coder-1.5B's 1.1 GB Q4_K_M
-    file, 3.8 GB); the file's own-blocks IRs under older labels go once the current one is there."""
+    """The IR of the file's own blocks (exact_ir.py), made once per content hash. The frame
+    (the Q4_0 rewrite that GenAI builds the graph from) and its IR live in the build's scratch
+    folder only."""
 
     def build(scratch: Path) -> None:
-        rewrite_was_cached = rewrite_path(gguf, **Q8_0_REWRITE).is_file()
-        rewrite = q8_0_rewrite(gguf)
-        base = ir_folder(rewrite)
-        base_was_cached = base.is_dir()
+        frame, frame_ir = scratch / FRAME_NAME, scratch / "frame"
+        frame_ir.mkdir()
         try:
-            save_with_own_blocks(cached_ir(rewrite), gguf, rewrite, scratch / IR_NAME)
-        finally:  # a failed build leaves nothing that a later one would take as cached before
-            if not base_was_cached:
-                shutil.rmtree(base, ignore_errors=True)
-            if not rewrite_was_cached:
-                rewrite.unlink(missing_ok=True)
+            quantize(gguf, frame, ftype=Q4_0, pure=True, embedding_type=GGML_TYPE_Q8_0)
+            save_ir(frame, frame_ir)
+            save_with_own_blocks(frame_ir / IR_NAME, gguf, frame, scratch / IR_NAME)
+        finally:
+            frame.unlink(missing_ok=True)
+            shutil.rmtree(frame_ir, ignore_errors=True)
 
     folder = ir_folder(gguf, OWN_BLOCKS_LABEL)
     xml = cached(folder, build)

@@ -152,8 +152,9 @@ def _transformers(spec: EngineSpec) -> EngineClient:
 
 
 def _openvino(spec: EngineSpec) -> EngineClient:
-    """OpenVINO's paged-attention model under our loop, built from the file's own blocks over
-    its Q8_0 rewrite, or from a rewrite (`weights_type`; backends/openvino_paged/weights.py)."""
+    """OpenVINO's paged-attention model under our loop, built from the file's own blocks, or
+    from a rewrite (`weights_type`; backends/openvino_paged/weights.py), in a child process
+    the first time."""
     from aios_serve.backends.openvino_paged import OpenVinoPagedModel, precision
     from aios_serve.backends.openvino_paged.child_build import prepared_ir
 
