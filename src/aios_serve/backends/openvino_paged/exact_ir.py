@@ -46,8 +46,8 @@ KEY_VALUES = 64
 """How many leading codes of a weight's first row identify it (as the IR holds them)."""
 
 
-FRAME_TYPES = {"Q4_0": 4, "Q8_0": 8}
-"""The frame's weight types and the widths GenAI's IR holds their codes at."""
+FRAME_TYPES = frozenset({"Q4_0", "Q8_0"})
+"""The frame's weight types (GenAI's IR holds their codes at 4 and 8 bits)."""
 
 
 @dataclass
