@@ -12,7 +12,8 @@ pytest.importorskip("openvino_genai")
 from aios_serve.backends.openvino_paged.exact_ir import PUT_BACK, _frame_weights, save_with_own_blocks
 from aios_serve.backends.openvino_paged.ir import IR_NAME, save_ir
 from aios_serve.models.bundled import resolve_bundled
-from aios_serve.models.gguf_rewrite import GGML_TYPE_Q8_0, Q4_0, quantize
+from aios_serve.models.ggml_quants import GGML_TYPE_Q8_0
+from aios_serve.models.gguf_rewrite import Q4_0, quantize
 
 
 @pytest.fixture(scope="module")

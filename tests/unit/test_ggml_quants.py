@@ -10,16 +10,15 @@ import pytest
 from gguf import GGMLQuantizationType
 
 from aios_serve.models.bundled import resolve_bundled
-from aios_serve.models.ggml_quants import Q8_0, q8_0_bytes, requantized_q8_0
+from aios_serve.models.ggml_quants import GGML_TYPE_Q8_0, q8_0_bytes, requantized_q8_0
 from aios_serve.models.gguf_header import tensors
-from aios_serve.models.gguf_rewrite import Q8_0 as FTYPE_Q8_0
-from aios_serve.models.gguf_rewrite import quantize
+from aios_serve.models.gguf_rewrite import Q8_0, quantize
 
 
 def test_requantized_tensors_are_llama_cpps_q8_0(tmp_path: Path) -> None:
     original = resolve_bundled("qwen2.5-coder-0.5b-instruct")
     rewrite = tmp_path / "q8_0.gguf"
-    quantize(original, rewrite, ftype=FTYPE_Q8_0, pure=True)
+    quantize(original, rewrite, ftype=Q8_0, pure=True)
     rewritten = {tensor.name: tensor for tensor in tensors(rewrite)}
     first_of_type = {}
     for tensor in tensors(original):
@@ -28,7 +27,7 @@ def test_requantized_tensors_are_llama_cpps_q8_0(tmp_path: Path) -> None:
     assert set(first_of_type) >= {"Q4_K", "Q5_0", "Q6_K", "Q8_0"}
     for type_name, tensor in first_of_type.items():
         cols, rows = tensor.shape
-        assert rewritten[tensor.name].type_id == Q8_0
+        assert rewritten[tensor.name].type_id == GGML_TYPE_Q8_0
         expected = np.asarray(rewritten[tensor.name].data).reshape(rows, -1)
         got = requantized_q8_0(tensor.data, tensor.type_id, rows, cols)
         np.testing.assert_array_equal(got, expected, err_msg=type_name)

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-Q8_0 = 8
-"""GGML_TYPE_Q8_0."""
+GGML_TYPE_Q8_0 = 8
+"""ggml's type id of Q8_0 (not llama.cpp's file type, `gguf_rewrite.Q8_0`)."""
 Q8_0_BLOCK = (32, 34)
 """Q8_0's values and bytes per block (an f16 scale, then 32 int8 codes)."""
 
@@ -52,7 +52,7 @@ def q8_0_bytes(values: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
         raise ValueError(f"Q8_0 needs a multiple of {per_block} values a row, not {cols}")
     source = np.ascontiguousarray(values, dtype=np.float32)
     target = np.empty((rows, cols // per_block * block_bytes), np.uint8)
-    written = _quantize_chunk()(Q8_0, source.ctypes.data, target.ctypes.data, 0, rows, cols, None)
+    written = _quantize_chunk()(GGML_TYPE_Q8_0, source.ctypes.data, target.ctypes.data, 0, rows, cols, None)
     if written != target.nbytes:
         raise RuntimeError(f"ggml wrote {written} bytes of Q8_0, not {target.nbytes}")
     return target
@@ -62,6 +62,6 @@ def requantized_q8_0(raw: npt.NDArray[np.uint8], type_id: int, rows: int, cols: 
     """A tensor's raw GGUF bytes as Q8_0 blocks, [rows, cols // 32 * 34]: kept where it is Q8_0
     (as llama.cpp's quantizer keeps a tensor already of the target type), else quantized from
     its f32 values."""
-    if type_id == Q8_0:
+    if type_id == GGML_TYPE_Q8_0:
         return np.ascontiguousarray(raw).reshape(rows, -1)
     return q8_0_bytes(dequantized(raw, type_id, rows, cols))

@@ -16,7 +16,6 @@ log = logging.getLogger("aios_serve.models")
 F16 = 1  # LLAMA_FTYPE_MOSTLY_F16
 Q4_0 = 2  # LLAMA_FTYPE_MOSTLY_Q4_0
 Q8_0 = 7  # LLAMA_FTYPE_MOSTLY_Q8_0
-GGML_TYPE_Q8_0 = 8
 
 
 def tensor_types(gguf: Path) -> frozenset[str]:
@@ -58,12 +57,10 @@ def rewrite_path(gguf: Path, *, label: str, folder: str) -> Path:
     return cache_dir() / folder / f"{gguf.stem}-{file_sha256(gguf)[:16]}.{label}.gguf"
 
 
-def rewritten(
-    gguf: Path, *, ftype: int, label: str, folder: str, pure: bool = False, embedding_type: int | None = None
-) -> Path:
-    """`gguf` rewritten to `ftype` (`pure`: every tensor, none kept at another type; the token
-    embedding at the ggml type `embedding_type` where given) at `rewrite_path`, written to a
-    temporary name and renamed into place; an existing rewrite is returned as is."""
+def rewritten(gguf: Path, *, ftype: int, label: str, folder: str, pure: bool = False) -> Path:
+    """`gguf` rewritten to `ftype` (`pure`: every tensor, none kept at another type) at
+    `rewrite_path`, written to a temporary name and renamed into place; an existing rewrite is
+    returned as is."""
     target = rewrite_path(gguf, label=label, folder=folder)
     target_folder = target.parent
     if target.is_file():
@@ -72,7 +69,7 @@ def rewritten(
     partial = target_folder / f".{target.name}.{os.getpid()}.partial"
     log.info("rewriting %s to %s for OpenVINO (once) at %s", gguf, label, target)
     try:
-        quantize(gguf, partial, ftype=ftype, pure=pure, embedding_type=embedding_type)
+        quantize(gguf, partial, ftype=ftype, pure=pure)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -80,7 +77,8 @@ def rewritten(
 
 
 def quantize(gguf: Path, target: Path, *, ftype: int, pure: bool, embedding_type: int | None = None) -> None:
-    """Write `gguf` rewritten by llama.cpp's quantizer to `target` (see `rewritten`)."""
+    """Write `gguf` rewritten by llama.cpp's quantizer to `target` (see `rewritten`; the token
+    embedding at the ggml type `embedding_type` where given)."""
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()

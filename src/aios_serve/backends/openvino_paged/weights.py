@@ -75,9 +75,9 @@ from aios_serve.backends.openvino_paged.ir import (
     remove_superseded,
     save_ir,
 )
+from aios_serve.models.ggml_quants import GGML_TYPE_Q8_0
 from aios_serve.models.gguf_rewrite import (
     F16,
-    GGML_TYPE_Q8_0,
     Q4_0,
     Q8_0,
     holds_any,
