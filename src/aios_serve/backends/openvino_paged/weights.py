@@ -110,20 +110,22 @@ F16_REWRITE = {"label": "f16", "folder": "openvino"}
 
 def q8_0_rewrite(gguf: Path) -> Path:
     """The file with every tensor rewritten to Q8_0, made once per content hash under
-    `cache_dir() / "openvino-ir"` (NotBuilt inside `ir.cached_only` where it is not there)."""
-    target = rewrite_path(gguf, **Q8_0_REWRITE)
-    if not target.is_file():
-        check_may_build(target)
-    return rewritten(gguf, ftype=Q8_0, pure=True, label=Q8_0_REWRITE["label"], folder=Q8_0_REWRITE["folder"])
+    `cache_dir() / "openvino-ir"`."""
+    return _rewrite(gguf, Q8_0, Q8_0_REWRITE, pure=True)
 
 
 def f16_rewrite(gguf: Path) -> Path:
-    """The file with every tensor rewritten to F16 (F32 ones kept), made once per content hash
-    (NotBuilt inside `ir.cached_only` where it is not there)."""
-    target = rewrite_path(gguf, **F16_REWRITE)
+    """The file with every tensor rewritten to F16 (F32 ones kept), made once per content hash."""
+    return _rewrite(gguf, F16, F16_REWRITE, pure=False)
+
+
+def _rewrite(gguf: Path, ftype: int, where: dict[str, str], *, pure: bool) -> Path:
+    """`gguf_rewrite.rewritten` at `where` (label and folder); NotBuilt inside `ir.cached_only`
+    where it is not there yet."""
+    target = rewrite_path(gguf, **where)
     if not target.is_file():
         check_may_build(target)
-    return rewritten(gguf, ftype=F16, label=F16_REWRITE["label"], folder=F16_REWRITE["folder"])
+    return rewritten(gguf, ftype=ftype, pure=pure, label=where["label"], folder=where["folder"])
 
 
 def own_blocks_ir(gguf: Path) -> Path:
