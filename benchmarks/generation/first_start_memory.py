@@ -17,16 +17,16 @@ import time
 from pathlib import Path
 
 import httpx
-from servers import machine, process_tree
+from servers import machine, process_tree, status_mib
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def memory(pid: int) -> tuple[str, int, int, int]:
     """A process's command (shortened), VmRSS, RssAnon and VmHWM in MiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    status = status_mib(pid)
     command = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").split(" -c ")[0][-60:]
-    return command, *(int(fields[key].split()[0]) // 1024 for key in ("VmRSS", "RssAnon", "VmHWM"))
+    return command, *(int(status[key]) for key in ("VmRSS", "RssAnon", "VmHWM"))
 
 
 def snapshot(root: int, peaks: dict[int, tuple[str, int]]) -> list[str]:

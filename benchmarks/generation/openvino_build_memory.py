@@ -22,18 +22,14 @@ import threading
 import time
 from pathlib import Path
 
-from servers import machine
+from servers import machine, status_mib
 
 FIELDS = ("VmRSS", "RssAnon", "RssFile")
 
 
 def _status() -> dict[str, int]:
-    found = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in FIELDS:
-            found[key] = int(value.split()[0]) // 1024
-    return found
+    status = status_mib()
+    return {key: int(status[key]) for key in FIELDS}
 
 
 def build(gguf: Path, weights_type: str) -> None:

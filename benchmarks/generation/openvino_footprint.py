@@ -20,18 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-from servers import machine
+from servers import machine, status_mib
 
 from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir
 from aios_serve.backends.protocols.generation import BatchItem
 
 
 def memory_mib() -> str:
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile"):
-            fields[key] = int(rest.split()[0]) / 1024
+    fields = status_mib()
     return f"RSS {fields['VmRSS']:.0f} MiB (anonymous {fields['RssAnon']:.0f}, files {fields['RssFile']:.0f})"
 
 

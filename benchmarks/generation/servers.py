@@ -90,15 +90,24 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
+def status_mib(pid: int | str = "self") -> dict[str, float]:
+    """A process's memory lines of /proc/PID/status (VmRSS, VmHWM, RssAnon, RssFile ...), MiB."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if value.endswith(" kB"):
+            found[name] = int(value.split()[0]) / 1024
+    return found
+
+
 def tree_memory_mib(pid: int) -> dict[str, float]:
     """Summed VmRSS and VmHWM (peak) of a process tree, MiB (shared pages count once per process)."""
     totals = {"rss_mib": 0.0, "peak_mib": 0.0}
     for member in process_tree(pid):
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                name, _, value = line.partition(":")
-                if key := {"VmRSS": "rss_mib", "VmHWM": "peak_mib"}.get(name):
-                    totals[key] += int(value.split()[0]) / 1024
+            status = status_mib(member)
+            totals["rss_mib"] += status.get("VmRSS", 0.0)
+            totals["peak_mib"] += status.get("VmHWM", 0.0)
     return totals
 
 
