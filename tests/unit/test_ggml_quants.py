@@ -9,13 +9,19 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
 
+from aios_serve.models import ggml_quants
 from aios_serve.models.bundled import resolve_bundled
 from aios_serve.models.ggml_quants import GGML_TYPE_Q8_0, q8_0_bytes, requantized_q8_0
 from aios_serve.models.gguf_header import tensors
 from aios_serve.models.gguf_rewrite import Q8_0, quantize
 
 
-def test_requantized_tensors_are_llama_cpps_q8_0(tmp_path: Path) -> None:
+@pytest.mark.parametrize("values_at_a_time", [ggml_quants.VALUES_AT_A_TIME, 7 * 896])
+def test_requantized_tensors_are_llama_cpps_q8_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values_at_a_time: int
+) -> None:
+    """Whole or 7 rows at a time (the last chunk shorter), the bytes are llama.cpp's."""
+    monkeypatch.setattr(ggml_quants, "VALUES_AT_A_TIME", values_at_a_time)
     original = resolve_bundled("qwen2.5-coder-0.5b-instruct")
     rewrite = tmp_path / "q8_0.gguf"
     quantize(original, rewrite, ftype=Q8_0, pure=True)

@@ -7,9 +7,9 @@ the others (Q6_K, Q8_0, F16 ...) as Q8_0, requantized as llama.cpp's quantizer d
 original stops the build. The token embedding (read by a Gather) keeps the frame's Q8_0.
 
 The frame is there for its graph, and the smallest file GenAI reads exactly keeps its build
-small: on Qwen2.5-Coder-1.5B (1.1 GB Q4_K_M) GenAI peaked at 3,842 MiB of anonymous memory
-building the IR of a Q8_0 rewrite (1.8 GB), at 2,752 MiB from the Q4_0 frame (1.2 GB), on a
-2-core Zen 3 (benchmarks/generation/openvino_build_memory.py).
+small: on Qwen2.5-Coder-1.5B (1.1 GB Q4_K_M), on a 2-core Zen 3, the whole build peaked at
+5,704 MiB of RSS over a Q8_0 rewrite (1.8 GB) and at 2,518 over the Q4_0 frame (1.2 GB), most
+of it GenAI's read of the frame (benchmarks/generation/openvino_build_memory.py).
 
 The CPU plugin multiplies by compressed weights of the form scale * (code - zero point), and with
 integer zero points (Q4_0's 8, Q5_0's 16) or none it quantizes the activations to int8 per
