@@ -2,7 +2,7 @@
 
 A build (llama.cpp's rewrite, GenAI's IR, the own blocks put back) needs far more memory than
 serving: for Qwen2.5-Coder-1.5B's 1.1 GB file on a 2-core Zen 3 it peaked at 5.7 GB of RSS
-over a Q8_0 rewrite, 2.5 GB over today's Q4_0 frame, and a worker that built in process then
+over a Q8_0 rewrite, 2.0 GB over today's Q4_0 frame, and a worker that built in process then
 served at 3,342 MiB against 2,135 (allocator arenas, mapped pages). Run in a child, it returns
 everything when the child exits, so a worker's first start serves at the same memory as later
 ones (benchmarks/generation/first_start_memory.py).

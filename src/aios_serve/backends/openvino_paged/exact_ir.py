@@ -8,8 +8,8 @@ original stops the build. The token embedding (read by a Gather) keeps the frame
 
 The frame is there for its graph, and the smallest file GenAI reads exactly keeps its build
 small: on Qwen2.5-Coder-1.5B (1.1 GB Q4_K_M), on a 2-core Zen 3, the whole build peaked at
-5,704 MiB of RSS over a Q8_0 rewrite (1.8 GB) and at 2,518 over the Q4_0 frame (1.2 GB), most
-of it GenAI's read of the frame (benchmarks/generation/openvino_build_memory.py).
+5,704 MiB of RSS over a Q8_0 rewrite (1.8 GB) and at 2,019 over the Q4_0 frame (1.2 GB)
+(benchmarks/generation/openvino_build_memory.py).
 
 The CPU plugin multiplies by compressed weights of the form scale * (code - zero point), and with
 integer zero points (Q4_0's 8, Q5_0's 16) or none it quantizes the activations to int8 per
@@ -283,9 +283,12 @@ def _stackable(weight: _Weight, decoded: Decoded) -> tuple[object, ...]:
     return (source.get_node().get_name(), source.get_index(), *layout)
 
 
-def _plans(model: Any, original: Path, frame: Path, types: frozenset[str]) -> list[_Plan]:
+def _plans(
+    model: Any, original: Path, frame: Path, types: frozenset[str], mapped: tuple[Path, ...] = ()
+) -> list[_Plan]:
     """What replaces each of the model's MatMul weights; RuntimeError where a 4-bit one (the
-    frame's Q4_0, never to be served) has no twin in the original."""
+    frame's Q4_0, never to be served) has no twin in the original. The `mapped` files' pages
+    are given back after each weight is matched (every code of the IR and the frame is read)."""
     from gguf import GGMLQuantizationType
 
     source = {t.name: t for t in tensors(original)}
@@ -300,6 +303,8 @@ def _plans(model: Any, original: Path, frame: Path, types: frozenset[str]) -> li
         out, cols = in_ir.shape
         twin = twins.get((in_ir[0, :KEY_VALUES].tobytes(), (cols, out)))
         order = None if twin is None else row_order(in_ir, frame_codes(twin))
+        for path in mapped:
+            release(path)
         if twin is None or order is None:
             if weight.bits == 4:
                 raise RuntimeError(f"a {out}x{cols} weight of the frame has no twin in {original}")
@@ -328,7 +333,8 @@ def save_with_own_blocks(
     model = ov.Core().read_model(str(base))
     weights_file = base.with_suffix(".bin")
     stacks: dict[tuple[object, ...], list[_Plan]] = {}
-    for plan in _plans(model, original, frame, types):
+    mapped = (original, frame, weights_file)
+    for plan in _plans(model, original, frame, types, mapped):
         stacks.setdefault(_stackable(plan.weight, plan.decoded(rows=1)), []).append(plan)
     counts: dict[str, int] = {}
     kept: list[np.ndarray] = []
@@ -337,8 +343,8 @@ def save_with_own_blocks(
         _put_back([plan.weight for plan in stack], [plan.decoded() for plan in stack], kept, group_sums)
         for plan in stack:
             counts[plan.type_name] = counts.get(plan.type_name, 0) + 1
-        for mapped in (original, frame, weights_file):
-            release(mapped)
+        for path in mapped:
+            release(path)
     model.validate_nodes_and_infer_types()
     with releasing(weights_file):
         ov.save_model(model, str(target), compress_to_fp16=False)
