@@ -32,3 +32,6 @@ AUTO_OPENVINO_PRECISION = "f32"
 class alike: f32, activations quantized to int8 per group of 32 where `INT8_ACTIVATIONS`)."""
 AUTO_OPENVINO_COMPUTE = "f32, int8 activations per 32" if INT8_ACTIVATIONS else "f32"
 """How the engine's details describe `auto`'s computation."""
+AUTO_OPENVINO_WEIGHTS = "own-blocks" if INT8_ACTIVATIONS else "own-blocks, no zero points"
+"""How they name `auto`'s weights of a file whose every MatMul weight is put back as its own
+blocks (SmolLM2's Q4_1): integer zero points kept for int8 activations, none for f32 ones."""

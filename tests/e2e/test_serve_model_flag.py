@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from aios_serve.models.bundled import resolve_bundled
-from tests.cpu import AUTO_OPENVINO_COMPUTE
+from tests.cpu import AUTO_OPENVINO_COMPUTE, AUTO_OPENVINO_WEIGHTS
 from tests.e2e.server import Server
 
 SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1"  # the bundled GGUF's file name without .gguf
@@ -118,7 +118,8 @@ def test_the_banner_lists_every_model_and_the_urls(default_names_server: tuple[s
         rf"{re.escape(SMOL_FILE)}: kind generate; backend openvino "
         rf"\(precision {AUTO_OPENVINO_COMPUTE} \(asked auto; CPU [a-z0-9_ ]+"
         r"(?:ONEDNN_MAX_CPU_ISA=[A-Z0-9_]+)?\), KV [a-z0-9]+ \d+x32 cells, "
-        rf"prefix caching on; weights own-blocks\); capabilities [^;]*chat[^;]*; max_model_len 1024",
+        rf"prefix caching on; weights {AUTO_OPENVINO_WEIGHTS}\); "
+        r"capabilities [^;]*chat[^;]*; max_model_len 1024",
         banner,
     ), banner
     assert re.search(

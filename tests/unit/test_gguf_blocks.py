@@ -79,13 +79,15 @@ def test_row_order_finds_rows_genai_moved() -> None:
     assert row_order(changed, rewrite) is None
 
 
+@pytest.mark.parametrize("zero_points", [True, False], ids=["zero-points", "none"])
 @pytest.mark.parametrize("stacked", [1, 3], ids=["alone", "three-stacked"])
 @pytest.mark.parametrize("model", ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
-def test_a_weight_put_back_multiplies_as_the_gguf_values(model: str, stacked: int) -> None:
+def test_a_weight_put_back_multiplies_as_the_gguf_values(model: str, stacked: int, zero_points: bool) -> None:
     """The subgraph that replaces MatMuls' weights (integer zero points, and for Q4_1/Q4_K the
-    offsets' remainder taken off the output) gives x @ W.T for gguf-py's W, at f32 without int8
-    activations, up to the f16 rounding of the scales and remainders; `stacked` MatMuls reading
-    one input (a tensor's rows in unequal parts) become one, and each user still reads its part."""
+    offsets' remainder taken off the output; or signed codes, and the whole offsets taken off)
+    gives x @ W.T for gguf-py's W, at f32 without int8 activations, up to the f16 rounding of the
+    scales and offsets; `stacked` MatMuls reading one input (a tensor's rows in unequal parts)
+    become one, and each user still reads its part."""
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -114,7 +116,7 @@ def test_a_weight_put_back_multiplies_as_the_gguf_values(model: str, stacked: in
             for begin, end in parts
         ]
         kept: list[np.ndarray] = []  # the constants' memory, alive until compiled
-        _put_back(weights, pieces, kept, {})
+        _put_back(weights, pieces, kept, {}, zero_points)
         compiled = ov.Core().compile_model(
             ov.Model(results, [x]),
             "CPU",

@@ -13,7 +13,7 @@ import pytest
 
 from aios_serve.backends.openvino_paged import paged_ir
 from aios_serve.backends.openvino_paged.ir import IR_NAME, NotBuilt, cached, cached_only, ir_folder
-from aios_serve.backends.openvino_paged.weights import OWN_BLOCKS_LABEL
+from aios_serve.backends.openvino_paged.weights import NO_ZERO_POINTS_LABEL, OWN_BLOCKS_LABEL
 from aios_serve.models.bundled import resolve_bundled
 
 
@@ -30,6 +30,7 @@ def test_a_build_keeps_only_the_ir_it_made(tmp_path: Path, monkeypatch: pytest.M
     older_label = _plant(ir_folder(gguf, "own-blocks-v4"))
     other_version = _plant(older_label.with_name(older_label.name.replace("-ov", "-ov2025.0.0-1")))
     other_route = _plant(ir_folder(gguf, "f16-0123456789abcdef"))
+    other_form = _plant(ir_folder(gguf, NO_ZERO_POINTS_LABEL))  # current too: f32 activations' form
 
     xml, route = paged_ir(gguf)
 
@@ -37,10 +38,10 @@ def test_a_build_keeps_only_the_ir_it_made(tmp_path: Path, monkeypatch: pytest.M
     assert xml.is_file() and xml.with_suffix(".bin").stat().st_size > 50 << 20
     assert sorted(path.name for path in current.iterdir()) == [IR_NAME.replace(".xml", ".bin"), IR_NAME]
     assert not older_label.exists()
-    assert other_version.exists() and other_route.exists()
+    assert other_version.exists() and other_route.exists() and other_form.exists()
     left = sorted(path.name for path in (tmp_path / "openvino-ir").iterdir() if path.suffix != ".lock")
     # no frame, no IR of it, no half-written scratch folder
-    assert left == sorted([current.name, other_route.name, other_version.name])
+    assert left == sorted([current.name, other_route.name, other_version.name, other_form.name])
 
 
 def test_a_second_process_waits_for_the_first_ones_build(tmp_path: Path) -> None:

@@ -65,10 +65,11 @@ def ir_folder(weights: Path, label: str = "") -> Path:
     return cache_dir() / "openvino-ir" / f"{weights.stem}-{digest}{suffix}-ov{openvino_version()}"
 
 
-def remove_superseded(keep: Path, label: str, family: str) -> list[Path]:
+def remove_superseded(keep: Path, label: str, family: str, current: tuple[str, ...] = ()) -> list[Path]:
     """Remove the IRs cached beside `keep` (`ir_folder(weights, label)`) for the same file and
-    OpenVINO version under another label that starts with `family` (what an older aios-serve
-    made: `own-blocks-v4` beside `own-blocks-v5`); return what was removed."""
+    OpenVINO version under another label that starts with `family` and is not one of the
+    `current` ones (what an older aios-serve made: `own-blocks-v4` beside `own-blocks-v5`);
+    return what was removed."""
     tail = f"-ov{openvino_version()}"
     head = keep.name.removesuffix(f"{label}{tail}")  # `<stem>-<sha16>.`
     if head == keep.name or not keep.parent.is_dir():
@@ -78,6 +79,7 @@ def remove_superseded(keep: Path, label: str, family: str) -> list[Path]:
         for folder in keep.parent.iterdir()
         if folder != keep
         and folder.is_dir()
+        and not any(folder.name == f"{head}{kept}{tail}" for kept in current)
         and folder.name.startswith(head + family)
         and folder.name.endswith(tail)
     ]

@@ -15,7 +15,7 @@ from aios_serve.backends.openvino_paged.blocks import BlockPool, Write
 from aios_serve.backends.openvino_paged.cache import KvCache, block_size, blocks_for_budget
 from aios_serve.backends.openvino_paged.graph import LOGITS_INDICES, compile_paged
 from aios_serve.backends.openvino_paged.mapped_file import releasing
-from aios_serve.backends.openvino_paged.precision import described
+from aios_serve.backends.openvino_paged.precision import described, zero_points
 from aios_serve.backends.openvino_paged.weights import paged_ir
 from aios_serve.backends.protocols.generation import BatchItem, Logits
 
@@ -54,7 +54,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self.max_batch_tokens = max_batch_tokens
         self.needs_consecutive_sequences = False  # block tables: any ids run in one pass
         self.mixes_prompt_and_decode = True  # prompt chunks of any lengths join decode tokens
-        self.xml = ir or paged_ir(path)[0]
+        self.xml = ir or paged_ir(path, "gguf", zero_points(precision, dynamic_quantization))[0]
         threads = n_threads or os.cpu_count() or 1
         paged = compile_paged(
             self.xml,

@@ -53,6 +53,18 @@ def dynamic_quantization(precision: str, batch_invariant: bool) -> bool:
     return precision == "f32" and not batch_invariant and has_int8_dot_product()
 
 
+def zero_points(precision: str, quantized: bool) -> bool:
+    """Whether the own-blocks IR keeps integer zero points (exact_ir.py): where the plugin
+    quantizes activations to int8 (they keep Q4_K's and Q4_1's weights centred), and at bf16,
+    unmeasured without them. At plain f32 they only cost time. On a 2-core Zen 3, one sequence's
+    decode step without them took 1/1.15 (SmolLM2), 1/1.22 (Qwen2.5-Coder-0.5B) of the time
+    (medians of 60 steps' ratios, both IRs loaded, in turns), Qwen2.5-Coder-1.5B's 92-98 ms
+    against 117-119 (benchmarks/generation/openvino_profile.py --zero-points on|off); 16
+    sequences' the same (1.01-1.05x); teacher-forced against llama.cpp, top-1 and mean
+    |Δ logprob| unchanged (benchmarks/generation/README.md)."""
+    return quantized or precision != "f32"
+
+
 def kv_cache(batch_invariant: bool) -> str:
     """The KV cache's element type: u8 (a quarter of f32's bytes), f32 where the batch must not
     matter. A prompt's attention reads its own keys and values as computed, and a later chunk

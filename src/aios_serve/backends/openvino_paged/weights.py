@@ -6,7 +6,8 @@ llama.cpp does but misreads 4-bit k-quants, so a file of other types is never re
   own Q4_0, Q4_1, Q4_K and Q5_0 blocks, 4-bit codes at 4 bits; other types (Q6_K among them)
   at Q8_0 as llama.cpp's quantizer makes it (the graph comes from a Q4_0 frame since
   `own-blocks-v6`, before from the Q8_0 rewrite, with the same weights). A file of F32, F16
-  and Q8_0 only is read as is. Q4_1's and Q4_K's offsets are
+  and Q8_0 only is read as is. Where activations stay f32, the same weights without zero points
+  (`own-blocks-v6-no-zero-points`; exact_ir.py, precision.zero_points). Q4_1's and Q4_K's offsets are
   integer zero points plus a remainder taken off the output (exact_ir.py, since the cache label
   `own-blocks-v4`), so the plugin keeps its int8 activations; teacher-forced at the default f32
   with int8 activations (tests/unit/test_openvino_fidelity.py -s), SmolLM2 top-1 630/640, mean
@@ -96,6 +97,8 @@ OWN_BLOCKS_LABEL = "own-blocks-v6"
 (v1: f16 zero points; v2: offsets whole off the output; v3: a group sum per MatMul; v4: integer
 zero points, the offsets' remainder taken off the output, group sums shared; v5: weights with
 offsets that read one input stacked into one MatMul)."""
+NO_ZERO_POINTS_LABEL = f"{OWN_BLOCKS_LABEL}-no-zero-points"
+"""The same IR without zero points (exact_ir.py), for f32 activations."""
 FRAME_NAME = "frame.q4_0.gguf"
 """The frame's file name in a build's scratch folder."""
 
@@ -128,10 +131,10 @@ def _rewrite(gguf: Path, ftype: int, where: dict[str, str], *, pure: bool) -> Pa
     return rewritten(gguf, ftype=ftype, pure=pure, label=where["label"], folder=where["folder"])
 
 
-def own_blocks_ir(gguf: Path) -> Path:
-    """The IR of the file's own blocks (exact_ir.py), made once per content hash. The frame
-    (the Q4_0 rewrite that GenAI builds the graph from) and its IR live in the build's scratch
-    folder only."""
+def own_blocks_ir(gguf: Path, zero_points: bool = True) -> Path:
+    """The IR of the file's own blocks (exact_ir.py), with integer zero points or without any,
+    made once per content hash. The frame (the Q4_0 rewrite that GenAI builds the graph from)
+    and its IR live in the build's scratch folder only."""
 
     def build(scratch: Path) -> None:
         frame, frame_ir = scratch / FRAME_NAME, scratch / "frame"
@@ -139,25 +142,28 @@ def own_blocks_ir(gguf: Path) -> Path:
         try:
             quantize(gguf, frame, ftype=Q4_0, pure=True, embedding_type=GGML_TYPE_Q8_0)
             save_ir(frame, frame_ir)
-            save_with_own_blocks(frame_ir / IR_NAME, gguf, frame, scratch / IR_NAME)
+            save_with_own_blocks(frame_ir / IR_NAME, gguf, frame, scratch / IR_NAME, zero_points=zero_points)
         finally:
             frame.unlink(missing_ok=True)
             shutil.rmtree(frame_ir, ignore_errors=True)
 
-    folder = ir_folder(gguf, OWN_BLOCKS_LABEL)
+    label = OWN_BLOCKS_LABEL if zero_points else NO_ZERO_POINTS_LABEL
+    folder = ir_folder(gguf, label)
     xml = cached(folder, build)
-    remove_superseded(folder, OWN_BLOCKS_LABEL, OWN_BLOCKS_FAMILY)
+    remove_superseded(folder, label, OWN_BLOCKS_FAMILY, (OWN_BLOCKS_LABEL, NO_ZERO_POINTS_LABEL))
     return xml
 
 
-def paged_ir(gguf: Path, weights_type: str = "gguf") -> tuple[Path, str]:
+def paged_ir(gguf: Path, weights_type: str = "gguf", zero_points: bool = True) -> tuple[Path, str]:
     """The IR to compile for `weights_type` (q8_0, f16, gguf) and its route: `as-is`,
     `q8_0-rewrite`, `f16-rewrite` or `own-blocks` (`gguf` on a file with no block type to put
-    back takes the `q8_0` route)."""
+    back takes the `q8_0` route); the own blocks with integer zero points or without any."""
     if weights_type == "gguf" and holds_any(gguf, PUT_BACK):
+        xml = own_blocks_ir(gguf, zero_points)
+        form = "" if zero_points else ", no zero points"
         if holds_only(gguf, EXACT_TYPES | PUT_BACK):
-            return own_blocks_ir(gguf), "own-blocks"
-        return own_blocks_ir(gguf), "own-blocks, others q8_0"
+            return xml, f"own-blocks{form}"
+        return xml, f"own-blocks, others q8_0{form}"
     if weights_type == "f16":
         if holds_only(gguf, FLOAT_TYPES):
             return cached_ir(gguf), "as-is"

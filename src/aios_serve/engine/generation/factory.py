@@ -163,7 +163,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
     if gguf.is_dir():
         raise ValueError(f"the openvino engine reads a .gguf file; {gguf} is a folder")
     compiled_at, quantized = precision.compute(options.inference_precision, options.batch_invariant)
-    ir, route = prepared_ir(gguf, options.weights_type)
+    ir, route = prepared_ir(gguf, options.weights_type, precision.zero_points(compiled_at, quantized))
     backend = OpenVinoPagedModel(
         gguf,
         ir=ir,
