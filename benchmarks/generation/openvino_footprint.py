@@ -8,7 +8,7 @@ seconds, RSS after load and after decoding split into anonymous memory and mappe
 weights are mapped; clean file pages are reclaimable), peak RSS, and milliseconds per step.
 
     PYTHONPATH=src .venv/bin/python benchmarks/generation/openvino_footprint.py FILE.gguf \\
-        --precision f32 bf16 [--weights-type f16|gguf]
+        --precision f32 bf16 [--weights-type f16|gguf] [--zero-points on off --rounds 2]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from servers import machine, status_mib
 
 from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir
+from aios_serve.backends.openvino_paged import precision as precisions
 from aios_serve.backends.protocols.generation import BatchItem
 
 
@@ -31,8 +32,13 @@ def memory_mib() -> str:
     return f"RSS {fields['VmRSS']:.0f} MiB (anonymous {fields['RssAnon']:.0f}, files {fields['RssFile']:.0f})"
 
 
-def measure(gguf: Path, precision: str, weights_type: str, steps: int, kv_cache_gb: int) -> None:
-    ir, route = paged_ir(gguf, weights_type)
+def measure(
+    gguf: Path, precision: str, weights_type: str, steps: int, kv_cache_gb: int, zero_points: str
+) -> None:
+    """Load, then time `steps` decode steps of one sequence; `zero_points` on, off or auto (as
+    the engine chooses for `precision` without int8 activations)."""
+    chosen = precisions.zero_points(precision, False) if zero_points == "auto" else zero_points == "on"
+    ir, route = paged_ir(gguf, weights_type, chosen)
     started = time.perf_counter()
     model = OpenVinoPagedModel(
         gguf,
@@ -67,17 +73,29 @@ def main() -> None:
     parser.add_argument("--weights-type", choices=["gguf", "q8_0", "f16"], default="gguf")
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--kv-cache-gb", type=int, default=1)
+    parser.add_argument(
+        "--zero-points",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "on", "off"],
+        help="own blocks' IR form",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="each setting this many times, in turns")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child's run
     args = parser.parse_args()
     if args.one:
-        measure(args.gguf, args.precision[0], args.weights_type, args.steps, args.kv_cache_gb)
+        measure(
+            args.gguf, args.precision[0], args.weights_type, args.steps, args.kv_cache_gb, args.zero_points[0]
+        )
         return
     print(f"machine: {machine()}")
-    for precision in args.precision:
-        child = [sys.executable, __file__, str(args.gguf), "--one", "--precision", precision]
-        child += ["--weights-type", args.weights_type, "--steps", str(args.steps)]
-        child += ["--kv-cache-gb", str(args.kv_cache_gb)]
-        subprocess.run(child, check=True)
+    for _ in range(args.rounds):
+        for precision in args.precision:
+            for zero_points in args.zero_points:
+                child = [sys.executable, __file__, str(args.gguf), "--one", "--precision", precision]
+                child += ["--weights-type", args.weights_type, "--steps", str(args.steps)]
+                child += ["--kv-cache-gb", str(args.kv_cache_gb), "--zero-points", zero_points]
+                subprocess.run(child, check=True)
 
 
 if __name__ == "__main__":

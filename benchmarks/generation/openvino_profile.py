@@ -20,7 +20,7 @@ from typing import Any
 
 from servers import machine
 
-from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir
+from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir, precision
 from aios_serve.backends.protocols.generation import BatchItem
 
 
@@ -41,11 +41,17 @@ def main() -> None:
     parser.add_argument("--precision", default="f32", choices=["f32", "bf16"])
     parser.add_argument("--int8-activations", action="store_true")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument(
+        "--zero-points", default="auto", choices=["auto", "on", "off"], help="own blocks' IR form"
+    )
     options = parser.parse_args()
     import openvino as ov
 
     ov.Core.compile_model = _counting(ov.Core.compile_model)  # type: ignore[method-assign]
-    ir, route = paged_ir(options.gguf)
+    chosen = options.zero_points == "on"
+    if options.zero_points == "auto":
+        chosen = precision.zero_points(options.precision, options.int8_activations)
+    ir, route = paged_ir(options.gguf, "gguf", chosen)
     model = OpenVinoPagedModel(
         options.gguf,
         ir=ir,
