@@ -162,7 +162,7 @@ def _constant(values: np.ndarray, bits: int, kept: list[np.ndarray], signed: boo
     its memory is `kept`'s last array (alive until saved)."""
     import openvino as ov
 
-    flat = values.reshape(-1).astype(np.uint8, copy=False)  # a negative value: two's complement
+    flat = values.reshape(-1).astype(np.uint8, copy=False)  # signed: the two's complement
     if bits == 4:  # two codes a byte, the first in the low nibble
         flat = ((flat[0::2] & 0x0F) | (flat[1::2] << 4)).astype(np.uint8)
     kept.append(flat)
@@ -200,7 +200,7 @@ def _decompressed(weights: Decoded, zero_points: np.ndarray | None, kept: list[n
     groups = cols // weights.group
     codes = weights.codes.reshape(rows, groups, weights.group)
     if zero_points is None and weights.zero:
-        signed = codes.astype(np.int16) - weights.zero
+        signed = codes - np.uint8(weights.zero)  # wraps to the two's complement of code - zero
         values = ops.convert(_constant(signed, weights.bits, kept, signed=True), ov.Type.f16)
     else:
         values = ops.convert(_constant(codes, weights.bits, kept), ov.Type.f16)
