@@ -32,13 +32,19 @@ def memory_mib() -> str:
     return f"RSS {fields['VmRSS']:.0f} MiB (anonymous {fields['RssAnon']:.0f}, files {fields['RssFile']:.0f})"
 
 
+def chosen_zero_points(choice: str, precision: str, int8_activations: bool) -> bool:
+    """The `--zero-points` option (on, off, or auto: as the engine chooses for `precision` and
+    `int8_activations`) as `paged_ir`'s `zero_points`."""
+    if choice == "auto":
+        return precisions.zero_points(precision, int8_activations)
+    return choice == "on"
+
+
 def measure(
     gguf: Path, precision: str, weights_type: str, steps: int, kv_cache_gb: int, zero_points: str
 ) -> None:
-    """Load, then time `steps` decode steps of one sequence; `zero_points` on, off or auto (as
-    the engine chooses for `precision` without int8 activations)."""
-    chosen = precisions.zero_points(precision, False) if zero_points == "auto" else zero_points == "on"
-    ir, route = paged_ir(gguf, weights_type, chosen)
+    """Load, then time `steps` decode steps of one sequence; `zero_points` on, off or auto."""
+    ir, route = paged_ir(gguf, weights_type, chosen_zero_points(zero_points, precision, False))
     started = time.perf_counter()
     model = OpenVinoPagedModel(
         gguf,

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from openvino_footprint import chosen_zero_points
 from servers import machine
 
-from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir, precision
+from aios_serve.backends.openvino_paged import OpenVinoPagedModel, paged_ir
 from aios_serve.backends.protocols.generation import BatchItem
 
 
@@ -48,9 +49,7 @@ def main() -> None:
     import openvino as ov
 
     ov.Core.compile_model = _counting(ov.Core.compile_model)  # type: ignore[method-assign]
-    chosen = options.zero_points == "on"
-    if options.zero_points == "auto":
-        chosen = precision.zero_points(options.precision, options.int8_activations)
+    chosen = chosen_zero_points(options.zero_points, options.precision, options.int8_activations)
     ir, route = paged_ir(options.gguf, "gguf", chosen)
     model = OpenVinoPagedModel(
         options.gguf,

@@ -20,7 +20,7 @@ from aios_serve.models.gguf_rewrite import Q8_0, quantize
 def test_requantized_tensors_are_llama_cpps_q8_0(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values_at_a_time: int
 ) -> None:
-    """Whole or 7 rows at a time (the last chunk shorter), the bytes are llama.cpp's."""
+    """At the default budget or 7 rows at a time (the last chunk shorter), the bytes are llama.cpp's."""
     monkeypatch.setattr(ggml_quants, "VALUES_AT_A_TIME", values_at_a_time)
     original = resolve_bundled("qwen2.5-coder-0.5b-instruct")
     rewrite = tmp_path / "q8_0.gguf"
