@@ -306,7 +306,7 @@ def _stackable(weight: _Weight, decoded: Decoded) -> tuple[object, ...]:
     return (source.get_node().get_name(), source.get_index(), *layout)
 
 
-def _plans(
+def plans(
     model: Any, original: Path, frame: Path, types: frozenset[str], mapped: tuple[Path, ...] = ()
 ) -> list[_Plan]:
     """What replaces each of the model's MatMul weights; RuntimeError where a 4-bit one (the
@@ -363,7 +363,7 @@ def save_with_own_blocks(
     weights_file = base.with_suffix(".bin")
     stacks: dict[tuple[object, ...], list[_Plan]] = {}
     mapped = (original, frame, weights_file)
-    for plan in _plans(model, original, frame, types, mapped):
+    for plan in plans(model, original, frame, types, mapped):
         stacks.setdefault(_stackable(plan.weight, plan.decoded(rows=1)), []).append(plan)
     counts: dict[str, int] = {}
     kept: list[np.ndarray] = []

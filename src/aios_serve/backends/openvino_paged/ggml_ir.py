@@ -1,0 +1,96 @@
+"""The IR whose MatMuls are ggml's: every MatMul weight that the file holds (any GGUF type
+ggml's CPU backend multiplies) becomes a `GgmlMatMul` node (native/ggml_matmul.cpp) that reads
+the file's own blocks, its rows in the IR's order, and multiplies them with the kernels of the
+llama.cpp that serves the `llama.cpp` engine. The graph around them stays OpenVINO's (GenAI's
+IR of the frame, exact_ir.py): attention, norms and the paged KV cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aios_serve.backends.openvino_paged.exact_ir import plans
+from aios_serve.backends.openvino_paged.mapped_file import release, releasing
+
+log = logging.getLogger("aios_serve.backends.openvino_paged")
+
+OP_TYPE = ("GgmlMatMul", "aios")
+"""The node's type name and opset, as native/ggml_matmul.cpp registers them."""
+
+
+def holds_ggml_matmuls(xml: Path) -> bool:
+    """Whether the IR has GgmlMatMul nodes (and needs the native library to be read)."""
+    return f'type="{OP_TYPE[0]}"' in xml.read_text(errors="replace")
+
+
+def _op_class() -> type:
+    """The node as Python builds it (its shape and attributes); the native library computes it."""
+    import openvino as ov
+
+    class GgmlMatMul(ov.Op):  # type: ignore[misc]
+        type_info = ov.DiscreteTypeInfo(*OP_TYPE)
+
+        def __init__(
+            self, inputs: list[Any] | None = None, ggml_type: int = 0, rows: int = 0, columns: int = 0
+        ) -> None:
+            self.ggml_type, self.rows, self.columns = ggml_type, rows, columns
+            super().__init__(self, inputs)
+
+        def validate_and_infer_types(self) -> None:
+            shape = self.get_input_partial_shape(0)
+            shape[shape.rank.get_length() - 1] = self.rows
+            self.set_output_type(0, ov.Type.f32, shape)
+
+        def clone_with_new_inputs(self, new_inputs: list[Any]) -> Any:
+            return GgmlMatMul(new_inputs, self.ggml_type, self.rows, self.columns)
+
+        def get_type_info(self) -> Any:
+            return self.type_info
+
+        def visit_attributes(self, visitor: Any) -> bool:
+            visitor.on_attributes({"ggml_type": self.ggml_type, "rows": self.rows, "columns": self.columns})
+            return True
+
+    return GgmlMatMul
+
+
+def save_with_ggml_matmuls(base: Path, original: Path, frame: Path, target: Path) -> dict[str, int]:
+    """Read `base` (GenAI's IR of `frame`), make every MatMul whose weight has a twin in
+    `original` a GgmlMatMul of the original's blocks, and save the result as `target`; per
+    GGUF type, how many."""
+    import openvino as ov
+    from gguf import GGMLQuantizationType
+
+    node_class = _op_class()
+    model = ov.Core().read_model(str(base))
+    weights_file = base.with_suffix(".bin")
+    mapped = (original, frame, weights_file)
+    every_type = frozenset(kind.name for kind in GGMLQuantizationType)
+    counts: dict[str, int] = {}
+    kept: list[Any] = []
+    for plan in plans(model, original, frame, every_type, mapped):
+        rows = np.asarray(plan.tensor.data).view(np.uint8).reshape(plan.rows, -1)
+        blocks = rows[plan.order]  # a copy, in the IR's row order, alive until saved
+        kept.append(blocks)
+        matmul = plan.weight.matmul
+        node = node_class(
+            [matmul.input_value(0), ov.op.Constant(ov.Tensor(blocks, shared_memory=True)).output(0)],
+            plan.tensor.type_id,
+            plan.rows,
+            plan.cols,
+        )
+        node.set_friendly_name(matmul.get_friendly_name())
+        for user in list(matmul.output(0).get_target_inputs()):
+            user.replace_source_output(node.output(0))
+        counts[plan.type_name] = counts.get(plan.type_name, 0) + 1
+        for path in mapped:
+            release(path)
+    model.validate_nodes_and_infer_types()
+    with releasing(weights_file):
+        ov.save_model(model, str(target), compress_to_fp16=False)
+    log.info("ggml multiplies the file's own blocks: %s", counts)
+    return counts

@@ -1,0 +1,117 @@
+"""ggml's kernels inside OpenVINO (backends/openvino_paged/native/ggml_matmul.cpp): a GgmlMatMul
+node multiplies by a GGUF tensor's own blocks as gguf-py decodes them, each row on its own; and
+the paged model built with them decodes as the one built with OpenVINO's kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino_genai")
+
+from aios_serve.backends.openvino_paged import OpenVinoPagedModel
+from aios_serve.backends.openvino_paged.ggml_ir import _op_class, holds_ggml_matmuls
+from aios_serve.backends.openvino_paged.ggml_kernels import library
+from aios_serve.backends.openvino_paged.weights import paged_ir
+from aios_serve.backends.protocols.generation import BatchItem
+from aios_serve.models.bundled import resolve_bundled
+
+PROMPT = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'
+
+
+@pytest.fixture(scope="module")
+def native() -> Path:
+    built = library()
+    assert built is not None, "the native operation did not build (see the log)"
+    return built
+
+
+def _tensor(model: str, type_name: str) -> Any:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(resolve_bundled(model))
+    return next(t for t in reader.tensors if t.tensor_type.name == type_name and t.name.startswith("blk."))
+
+
+def _compiled(native: Path, tensor: Any, folder: Path) -> Any:
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    columns, rows = (int(d) for d in tensor.shape)
+    blocks = np.ascontiguousarray(np.asarray(tensor.data).view(np.uint8).reshape(rows, -1))
+    x = ops.parameter([-1, -1, columns], ov.Type.f32, name="x")
+    node = _op_class()([x.output(0), ops.constant(blocks).output(0)], int(tensor.tensor_type), rows, columns)
+    ov.save_model(ov.Model([node.output(0)], [x]), str(folder / "one.xml"), compress_to_fp16=False)
+    core = ov.Core()
+    core.add_extension(str(native))
+    model = core.read_model(str(folder / "one.xml"))
+    return core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1, "ENABLE_CPU_PINNING": False})
+
+
+@pytest.mark.parametrize(
+    ("model", "type_name"),
+    [
+        ("smollm2-135m-instruct", "Q4_1"),
+        ("qwen2.5-coder-0.5b-instruct", "Q4_K"),
+        ("qwen2.5-coder-0.5b-instruct", "Q6_K"),
+        ("qwen2.5-coder-0.5b-instruct", "Q5_0"),
+        ("qwen2.5-coder-0.5b-instruct", "Q8_0"),
+    ],
+)
+def test_a_ggml_matmul_multiplies_by_the_files_blocks(
+    native: Path, model: str, type_name: str, tmp_path: Path
+) -> None:
+    from gguf.quants import dequantize
+
+    tensor = _tensor(model, type_name)
+    columns, rows = (int(d) for d in tensor.shape)
+    weight = dequantize(tensor.data, tensor.tensor_type).reshape(rows, columns)
+    x = np.random.default_rng(0).standard_normal((1, 9, columns)).astype(np.float32)  # a run of 7, then 2
+    request = _compiled(native, tensor, tmp_path).create_infer_request()
+
+    batched = request.infer({0: x})[0].copy()
+    alone = [request.infer({0: x[:, row : row + 1]})[0].copy() for row in (2, 8)]
+
+    expected = x @ weight.T
+    assert batched.shape == (1, 9, rows)
+    # ggml rounds each activation row to 8 bits per block, as llama.cpp does: within 2% of the
+    # largest output, where a wrong row, block or type is off by the whole output's scale
+    assert np.abs(batched - expected).max() < 0.02 * np.abs(expected).max()
+    for row, result in zip((2, 8), alone, strict=True):  # a row's result does not depend on the others
+        assert np.array_equal(result[0, 0], batched[0, row])
+
+
+def test_the_model_on_ggml_kernels_decodes_as_on_openvinos(native: Path) -> None:
+    gguf = resolve_bundled("smollm2-135m-instruct")
+    ggml_ir, route = paged_ir(gguf, "gguf", zero_points=False, ggml=True)
+    assert holds_ggml_matmuls(ggml_ir) and route == "own blocks in ggml's kernels"
+    own_ir, _ = paged_ir(gguf, "gguf", zero_points=False)
+    assert not holds_ggml_matmuls(own_ir)
+
+    runs = []
+    for xml in (ggml_ir, own_ir):
+        model = OpenVinoPagedModel(
+            gguf, ir=xml, context_length=1024, max_sequences=2, max_batch_tokens=128, num_blocks=16
+        )
+        prompt = model.tokenize(PROMPT, True)
+        item = BatchItem(prompt, 0, [0])
+        model.decode([item])
+        assert item.logits is not None
+        rows, tokens = [item.logits.copy()], [int(np.argmax(item.logits))]
+        for position in range(len(prompt), len(prompt) + 8):
+            step = BatchItem(tokens[-1:], position, [0])
+            model.decode([step])
+            assert step.logits is not None
+            rows.append(step.logits.copy())
+            tokens.append(int(np.argmax(step.logits)))
+        runs.append((model.describe(), np.array(rows), tokens))
+        model.close()
+
+    (ggml_described, ggml_logits, ggml_tokens), (own_described, own_logits, own_tokens) = runs
+    assert "matmuls ggml's" in ggml_described and "ggml" not in own_described
+    assert ggml_tokens == own_tokens
+    # 8-bit activation blocks against f32 activations: 1.13 at most on this prompt (2-core Zen 3)
+    assert np.abs(ggml_logits - own_logits).max() < 2.0
