@@ -7,7 +7,7 @@ served at 3,342 MiB against 2,135 (allocator arenas, mapped pages). Run in a chi
 everything when the child exits, so a worker's first start serves at the same memory as later
 ones (benchmarks/generation/first_start_memory.py).
 
-    python -m aios_serve.backends.openvino_paged.child_build FILE.gguf [WEIGHTS_TYPE [no-zero-points]]
+    python -m aios_serve.backends.openvino_paged.child_build FILE.gguf [WEIGHTS_TYPE [no-zero-points] [ggml]]
 """
 
 from __future__ import annotations
@@ -25,30 +25,37 @@ log = logging.getLogger("aios_serve.backends.openvino_paged")
 
 NO_ZERO_POINTS = "no-zero-points"
 """The command line's word for `zero_points=False`."""
+GGML = "ggml"
+"""The command line's word for `ggml=True`."""
 
 
-def prepared_ir(gguf: Path, weights_type: str = "gguf", zero_points: bool = True) -> tuple[Path, str]:
-    """`weights.paged_ir(gguf, weights_type, zero_points)`, built first in a child process if it
-    is not cached."""
+def prepared_ir(
+    gguf: Path, weights_type: str = "gguf", zero_points: bool = True, ggml: bool = False
+) -> tuple[Path, str]:
+    """`weights.paged_ir(gguf, weights_type, zero_points, ggml)`, built first in a child process
+    if it is not cached."""
     try:
         with cached_only():
-            return paged_ir(gguf, weights_type, zero_points)
+            return paged_ir(gguf, weights_type, zero_points, ggml)
     except NotBuilt as missing:
         log.info("%s is not cached: building it in a child process", missing)
     command = [sys.executable, "-m", __name__, str(gguf), weights_type]
     if not zero_points:
         command.append(NO_ZERO_POINTS)
+    if ggml:
+        command.append(GGML)
     finished = subprocess.run(command, check=False)
     if finished.returncode != 0:
         raise RuntimeError(f"building the OpenVINO IR of {gguf} failed (exit status {finished.returncode})")
     with cached_only():
-        return paged_ir(gguf, weights_type, zero_points)
+        return paged_ir(gguf, weights_type, zero_points, ggml)
 
 
 def main(arguments: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     weights_type = arguments[1] if len(arguments) > 1 else "gguf"
-    xml, route = paged_ir(Path(arguments[0]), weights_type, NO_ZERO_POINTS not in arguments[2:])
+    words = arguments[2:]
+    xml, route = paged_ir(Path(arguments[0]), weights_type, NO_ZERO_POINTS not in words, GGML in words)
     log.info("IR ready (%s): %s", route, xml)
 
 

@@ -53,7 +53,7 @@ def _gather_before_lm_head(model: Any) -> bool:
     if len(results) != 1:
         return False
     head = results[0].input_value(0).get_node()
-    if head.get_type_name() != "MatMul":
+    if head.get_type_name() not in ("MatMul", "GgmlMatMul"):
         log.warning("the logits come from %s, not a MatMul: every row is computed", head.get_type_name())
         return False
     indices = ops.parameter([-1], ov.Type.i64, name=LOGITS_INDICES)
@@ -67,19 +67,28 @@ def _gather_before_lm_head(model: Any) -> bool:
 
 
 def compile_paged(
-    xml: Path, *, threads: int, precision: str, dynamic_quantization: bool, kv_cache: str = "u8"
+    xml: Path,
+    *,
+    threads: int,
+    precision: str,
+    dynamic_quantization: bool,
+    kv_cache: str = "u8",
+    ggml_library: Path | None = None,
 ) -> CompiledPaged:
     """Read the IR, make it paged, and compile it for the CPU at `precision` (f32 or bf16), with
     or without dynamic quantization of the activations (`DYNAMIC_QUANTIZATION_GROUP`), its KV
-    cache in `kv_cache` (u8 or f32; precision.kv_cache)."""
+    cache in `kv_cache` (u8 or f32; precision.kv_cache). An IR with ggml's MatMuls needs their
+    `ggml_library` (ggml_kernels.py), whose nodes split their rows between the plugin's threads."""
     import openvino as ov
     from openvino._offline_transformations import paged_attention_transformation
 
     core = ov.Core()
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, PRECISION_HINT: precision}
+    if ggml_library is not None:
+        core.add_extension(str(ggml_library))
     model = core.read_model(str(xml))
     paged_attention_transformation(model)
     gathers = _gather_before_lm_head(model)
-    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, PRECISION_HINT: precision}
     config[DYNAMIC_QUANTIZATION] = DYNAMIC_QUANTIZATION_GROUP if dynamic_quantization else 0
     config[KV_CACHE_PRECISION] = kv_cache
     compiled = core.compile_model(model, "CPU", config)

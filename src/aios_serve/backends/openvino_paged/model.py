@@ -13,6 +13,8 @@ import numpy as np
 from aios_serve.backends.llama_cpp.vocab import LlamaCppVocab
 from aios_serve.backends.openvino_paged.blocks import BlockPool, Write
 from aios_serve.backends.openvino_paged.cache import KvCache, block_size, blocks_for_budget
+from aios_serve.backends.openvino_paged.ggml_ir import holds_ggml_matmuls
+from aios_serve.backends.openvino_paged.ggml_kernels import library
 from aios_serve.backends.openvino_paged.graph import LOGITS_INDICES, compile_paged
 from aios_serve.backends.openvino_paged.mapped_file import releasing
 from aios_serve.backends.openvino_paged.precision import described, zero_points
@@ -27,7 +29,8 @@ class OpenVinoPagedModel(LlamaCppVocab):
 
     `path` is the GGUF file whose vocabulary and chat template we serve (llama.cpp reads them,
     no weights); `ir` is the model to compile (weights.paged_ir; default: `path`'s own blocks).
-    `num_blocks` overrides the `kv_cache_gb` budget. Without `dynamic_quantization` at f32 a
+    `num_blocks` overrides the `kv_cache_gb` budget; an IR with ggml's MatMuls is compiled with
+    `ggml_library` (default: ggml_kernels.library()). Without `dynamic_quantization` at f32 a
     row's logits do not depend on the rest of the batch (precision.py).
     """
 
@@ -46,6 +49,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         kv_cache_gb: float = 1.0,
         num_blocks: int | None = None,
         prefix_caching: bool = True,
+        ggml_library: Path | None = None,
     ) -> None:
         super().__init__(path, vocab_only=True)
         trained = self.trained_context
@@ -56,13 +60,20 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self.mixes_prompt_and_decode = True  # prompt chunks of any lengths join decode tokens
         self.xml = ir or paged_ir(path, "gguf", zero_points(precision, dynamic_quantization))[0]
         threads = n_threads or os.cpu_count() or 1
+        if ggml_library is None and holds_ggml_matmuls(self.xml):
+            ggml_library = library()
+            if ggml_library is None:
+                raise RuntimeError(f"{self.xml} multiplies with ggml's kernels, which are not available here")
         paged = compile_paged(
             self.xml,
             threads=threads,
             precision=precision,
             dynamic_quantization=dynamic_quantization,
             kv_cache=kv_cache_precision,
+            ggml_library=ggml_library,
         )
+        self.ggml_threads = threads if ggml_library else 0
+        """ggml's thread pool's size where ggml multiplies (ggml_kernels.py); 0: OpenVINO does."""
         self.precision = paged.precision
         """INFERENCE_PRECISION_HINT as the compiled model reports it."""
         self.quantized_group = paged.dynamic_quantization
@@ -109,6 +120,8 @@ class OpenVinoPagedModel(LlamaCppVocab):
         the start-up banner and benchmarks."""
         caching = "on" if self.pool.prefix_caching else "off"
         shown = described(asked, self.precision, self.quantized_group)
+        if self.ggml_threads:
+            shown += f", matmuls ggml's ({self.ggml_threads} threads)"
         return (
             f"{shown}, KV {self.cache.element_type} "
             f"{self.pool.num_blocks}x{self.pool.block_size} cells, prefix caching {caching}"

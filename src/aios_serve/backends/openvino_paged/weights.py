@@ -28,6 +28,9 @@ llama.cpp does but misreads 4-bit k-quants, so a file of other types is never re
     process 2,893 MiB of RSS after 16 steps at bf16 against 3,798 (128.1 ms a step against
     147.2; at f32 124.0 against 133.3; benchmarks/generation/openvino_footprint.py FILE
     --precision f32 bf16 --weights-type gguf|q8_0).
+- `gguf` with ggml's kernels (`matmul_kernels`, ggml_kernels.py): the same frame's graph with
+  every MatMul a GgmlMatMul node over the file's own blocks, whatever their type
+  (`ggml-blocks-v1`; ggml_ir.py).
 - `q8_0`: the file as is when it holds only F32, F16 and Q8_0 tensors, else a Q8_0
   rewrite (`pure`: every tensor Q8_0, none kept at a k-quant GenAI misreads).
 - `f16`: the file as is when it holds only F32 and F16 tensors, else an F16 rewrite. At bf16 on
@@ -64,9 +67,12 @@ in 186.8 ms at bf16 against 147.2 from Q8_0 (exact_ir.PUT_BACK).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from aios_serve.backends.openvino_paged.exact_ir import PUT_BACK, save_with_own_blocks
+from aios_serve.backends.openvino_paged.ggml_ir import save_with_ggml_matmuls
 from aios_serve.backends.openvino_paged.ir import (
     IR_NAME,
     cached,
@@ -104,6 +110,9 @@ FRAME_NAME = "frame.q4_0.gguf"
 
 
 OWN_BLOCKS_FAMILY = "own-blocks"
+GGML_BLOCKS_LABEL = "ggml-blocks-v1"
+"""The IR whose MatMuls are ggml's over the file's own blocks (ggml_ir.py)."""
+GGML_BLOCKS_FAMILY = "ggml-blocks"
 """What every own-blocks label starts with: older ones are removed once the current one is made."""
 Q8_0_REWRITE = {"label": "q8_0-pure", "folder": "openvino-ir"}
 """Where the Q8_0 rewrite is cached (`gguf_rewrite.rewrite_path`)."""
@@ -131,10 +140,9 @@ def _rewrite(gguf: Path, ftype: int, where: dict[str, str], *, pure: bool) -> Pa
     return rewritten(gguf, ftype=ftype, pure=pure, label=where["label"], folder=where["folder"])
 
 
-def own_blocks_ir(gguf: Path, zero_points: bool = True) -> Path:
-    """The IR of the file's own blocks (exact_ir.py), with integer zero points or without any,
-    made once per content hash. The frame (the Q4_0 rewrite that GenAI builds the graph from)
-    and its IR live in the build's scratch folder only."""
+def _from_frame(gguf: Path, put_back: Callable[[Path, Path, Path, Path], object]) -> Callable[[Path], None]:
+    """A build that makes the frame (the Q4_0 rewrite GenAI builds the graph from) and its IR
+    in the scratch folder, then calls `put_back(frame IR, gguf, frame, target IR)`."""
 
     def build(scratch: Path) -> None:
         frame, frame_ir = scratch / FRAME_NAME, scratch / "frame"
@@ -142,22 +150,42 @@ def own_blocks_ir(gguf: Path, zero_points: bool = True) -> Path:
         try:
             quantize(gguf, frame, ftype=Q4_0, pure=True, embedding_type=GGML_TYPE_Q8_0)
             save_ir(frame, frame_ir)
-            save_with_own_blocks(frame_ir / IR_NAME, gguf, frame, scratch / IR_NAME, zero_points=zero_points)
+            put_back(frame_ir / IR_NAME, gguf, frame, scratch / IR_NAME)
         finally:
             frame.unlink(missing_ok=True)
             shutil.rmtree(frame_ir, ignore_errors=True)
 
+    return build
+
+
+def own_blocks_ir(gguf: Path, zero_points: bool = True) -> Path:
+    """The IR of the file's own blocks (exact_ir.py), with integer zero points or without any,
+    made once per content hash. The frame and its IR live in the build's scratch folder only."""
     label = OWN_BLOCKS_LABEL if zero_points else NO_ZERO_POINTS_LABEL
     folder = ir_folder(gguf, label)
-    xml = cached(folder, build)
+    xml = cached(folder, _from_frame(gguf, partial(save_with_own_blocks, zero_points=zero_points)))
     remove_superseded(folder, label, OWN_BLOCKS_FAMILY, (OWN_BLOCKS_LABEL, NO_ZERO_POINTS_LABEL))
     return xml
 
 
-def paged_ir(gguf: Path, weights_type: str = "gguf", zero_points: bool = True) -> tuple[Path, str]:
+def ggml_blocks_ir(gguf: Path) -> Path:
+    """The IR whose MatMuls are ggml's over the file's own blocks (ggml_ir.py), made once per
+    content hash from the same frame as the own-blocks IR."""
+    folder = ir_folder(gguf, GGML_BLOCKS_LABEL)
+    xml = cached(folder, _from_frame(gguf, save_with_ggml_matmuls))
+    remove_superseded(folder, GGML_BLOCKS_LABEL, GGML_BLOCKS_FAMILY, (GGML_BLOCKS_LABEL,))
+    return xml
+
+
+def paged_ir(
+    gguf: Path, weights_type: str = "gguf", zero_points: bool = True, ggml: bool = False
+) -> tuple[Path, str]:
     """The IR to compile for `weights_type` (q8_0, f16, gguf) and its route: `as-is`,
     `q8_0-rewrite`, `f16-rewrite` or `own-blocks` (`gguf` on a file with no block type to put
-    back takes the `q8_0` route); the own blocks with integer zero points or without any."""
+    back takes the `q8_0` route); the own blocks with integer zero points or without any, or,
+    with `ggml`, every MatMul weight as the file's blocks in ggml's kernels (`gguf` only)."""
+    if weights_type == "gguf" and ggml:
+        return ggml_blocks_ir(gguf), "own blocks in ggml's kernels"
     if weights_type == "gguf" and holds_any(gguf, PUT_BACK):
         xml = own_blocks_ir(gguf, zero_points)
         form = "" if zero_points else ", no zero points"

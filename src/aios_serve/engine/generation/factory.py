@@ -155,7 +155,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
     """OpenVINO's paged-attention model under our loop, built from the file's own blocks, or
     from a rewrite (`weights_type`; backends/openvino_paged/weights.py), in a child process
     the first time."""
-    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, precision
+    from aios_serve.backends.openvino_paged import OpenVinoPagedModel, ggml_kernels, precision
     from aios_serve.backends.openvino_paged.child_build import prepared_ir
 
     options = spec.parsed_options
@@ -163,7 +163,16 @@ def _openvino(spec: EngineSpec) -> EngineClient:
     if gguf.is_dir():
         raise ValueError(f"the openvino engine reads a .gguf file; {gguf} is a folder")
     compiled_at, quantized = precision.compute(options.inference_precision, options.batch_invariant)
-    ir, route = prepared_ir(gguf, options.weights_type, precision.zero_points(compiled_at, quantized))
+    ggml = options.weights_type == "gguf" and ggml_kernels.wanted(
+        options.matmul_kernels,
+        precision=compiled_at,
+        quantized=quantized,
+        batch_invariant=options.batch_invariant,
+        file_bytes=gguf.stat().st_size,
+    )
+    library = ggml_kernels.library() if ggml else None
+    zero_points = precision.zero_points(compiled_at, quantized)
+    ir, route = prepared_ir(gguf, options.weights_type, zero_points, ggml=library is not None)
     backend = OpenVinoPagedModel(
         gguf,
         ir=ir,
@@ -177,6 +186,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         kv_cache_gb=options.kv_cache_gb,
         num_blocks=options.num_kv_blocks,
         prefix_caching=options.prefix_caching,
+        ggml_library=library,
     )
     details = f"{backend.describe(options.inference_precision)}; weights {route}"
     log.info("%s: openvino (%s)", spec.name, details)

@@ -30,6 +30,12 @@ class GenerationOptions(BaseModel):
     Q5_0 blocks, other types at Q8_0; closest to llama.cpp, least memory), `q8_0` (every tensor
     from a Q8_0 rewrite) or `f16` (an F16 rewrite: on AMX at bf16 1.37-1.53x Q8_0's aggregate
     at 16 streams, but about 6 bytes a weight in memory; backends/openvino_paged/weights.py)."""
+    matmul_kernels: Literal["auto", "openvino", "ggml"] = "auto"
+    """OpenVINO only, `gguf` weights: who multiplies the weights. `ggml`: ggml's kernels (those of
+    the llama.cpp engine) on the file's own blocks, the rest of the model on OpenVINO; on a Zen 3
+    one stream of Qwen2.5-Coder-1.5B 1.67x as fast, 16 streams 0.70x. `auto`: ggml's for a file
+    of 768 MiB or more where the CPU has no VNNI and `batch_invariant` is off, else OpenVINO's
+    (backends/openvino_paged/ggml_kernels.py)."""
     num_kv_blocks: int | None = Field(default=None, gt=0)
     """OpenVINO only: the KV cache in blocks (of 32 tokens on CPU) instead of `kv_cache_gb`."""
     prefix_caching: bool = True
