@@ -26,6 +26,8 @@ OPENVINO_VARIANTS: dict[str, dict[str, object]] = {
     "aios-openvino-f16": {"weights_type": "f16"},
     "aios-openvino-bf16": {"inference_precision": "bf16"},
     "aios-openvino-invariant": {"batch_invariant": True},
+    "aios-openvino-ggml": {"matmul_kernels": "ggml"},
+    "aios-openvino-ov-kernels": {"matmul_kernels": "openvino"},
 }
 """The openvino engine with options other than the defaults (`aios-openvino` takes those)."""
 ENGINES = {
