@@ -51,30 +51,21 @@ def test_greedy_answers_match_openvinos_kernels(kernels_server: Server) -> None:
 
 def test_sampling_parameters_work_on_ggml_kernels(kernels_server: Server) -> None:
     client = kernels_server.client()
-    reply = client.chat.completions.create(
-        model=GGML,
-        messages=[{"role": "user", "content": "Say something."}],
-        max_tokens=8,
-        temperature=0.8,
-        seed=7,
-        n=2,
-        logprobs=True,
-        top_logprobs=5,
-        frequency_penalty=0.5,
-    )
+    request = {
+        "model": GGML,
+        "messages": [{"role": "user", "content": "Say something."}],
+        "max_tokens": 8,
+        "temperature": 0.8,
+        "seed": 7,
+        "n": 2,
+        "frequency_penalty": 0.5,
+    }
+    reply = client.chat.completions.create(**request, logprobs=True, top_logprobs=5)
     assert len(reply.choices) == 2
     for choice in reply.choices:
         assert choice.logprobs is not None and choice.logprobs.content
         for token in choice.logprobs.content:
             alternatives = [alt.logprob for alt in token.top_logprobs]
             assert len(alternatives) == 5 and alternatives == sorted(alternatives, reverse=True)
-    again = client.chat.completions.create(
-        model=GGML,
-        messages=[{"role": "user", "content": "Say something."}],
-        max_tokens=8,
-        temperature=0.8,
-        seed=7,
-        n=2,
-        frequency_penalty=0.5,
-    )
+    again = client.chat.completions.create(**request)  # the same seed draws the same tokens
     assert [c.message.content for c in again.choices] == [c.message.content for c in reply.choices]

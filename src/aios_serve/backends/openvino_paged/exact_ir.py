@@ -375,8 +375,19 @@ def save_with_own_blocks(
             counts[plan.type_name] = counts.get(plan.type_name, 0) + 1
         for path in mapped:
             release(path)
+    return save_put_back(model, weights_file, target, counts, "put the file's own blocks back")
+
+
+def save_put_back(
+    model: Any, weights_file: Path, target: Path, counts: dict[str, int], done: str
+) -> dict[str, int]:
+    """Save `model` (read from `weights_file`'s IR, its weights replaced) as `target`, giving
+    back the pages of `weights_file` that the save reads; log `done` with the `counts` per type
+    and return them."""
+    import openvino as ov
+
     model.validate_nodes_and_infer_types()
     with releasing(weights_file):
         ov.save_model(model, str(target), compress_to_fp16=False)
-    log.info("put the file's own blocks back: %s", counts)
+    log.info("%s: %s", done, counts)
     return counts

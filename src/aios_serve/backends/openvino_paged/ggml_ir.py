@@ -7,16 +7,13 @@ IR of the frame, exact_ir.py): attention, norms and the paged KV cache.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aios_serve.backends.openvino_paged.exact_ir import plans
-from aios_serve.backends.openvino_paged.mapped_file import release, releasing
-
-log = logging.getLogger("aios_serve.backends.openvino_paged")
+from aios_serve.backends.openvino_paged.exact_ir import plans, save_put_back
+from aios_serve.backends.openvino_paged.mapped_file import release
 
 OP_TYPE = ("GgmlMatMul", "aios")
 """The node's type name and opset, as native/ggml_matmul.cpp registers them."""
@@ -89,8 +86,4 @@ def save_with_ggml_matmuls(base: Path, original: Path, frame: Path, target: Path
         counts[plan.type_name] = counts.get(plan.type_name, 0) + 1
         for path in mapped:
             release(path)
-    model.validate_nodes_and_infer_types()
-    with releasing(weights_file):
-        ov.save_model(model, str(target), compress_to_fp16=False)
-    log.info("ggml multiplies the file's own blocks: %s", counts)
-    return counts
+    return save_put_back(model, weights_file, target, counts, "ggml multiplies the file's own blocks")
