@@ -73,7 +73,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
             ggml_library=ggml_library,
         )
         self.ggml_threads = threads if ggml_library else 0
-        """ggml's thread pool's size where ggml multiplies (ggml_kernels.py); 0: OpenVINO does."""
+        """The plugin threads that ggml's kernels run on (ggml_kernels.py); 0: OpenVINO multiplies."""
         self.precision = paged.precision
         """INFERENCE_PRECISION_HINT as the compiled model reports it."""
         self.quantized_group = paged.dynamic_quantization

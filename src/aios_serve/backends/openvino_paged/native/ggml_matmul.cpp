@@ -119,6 +119,8 @@ public:
         const ov::Tensor& x = inputs[0];
         const ov::Tensor& blocks = inputs[1];
         ov::Shape shape = x.get_shape();
+        if (shape.empty() || shape.back() != static_cast<size_t>(columns_))
+            throw std::runtime_error("GgmlMatMul: the input's last dimension is not the weight's columns");
         shape.back() = static_cast<size_t>(rows_);
         outputs[0].set_shape(shape);
         const int64_t m = static_cast<int64_t>(x.get_size()) / columns_;
