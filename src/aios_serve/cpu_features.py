@@ -46,9 +46,14 @@ def has_native_bf16() -> bool:
     return any(flag in cpu_flags() for flag in BF16_FLAGS) and isa_limit() not in LIMITS_WITHOUT_BF16
 
 
+def has_vnni() -> bool:
+    """True where the CPU has VNNI, whatever oneDNN is limited to."""
+    return any(flag in cpu_flags() for flag in INT8_DOT_FLAGS)
+
+
 def has_int8_dot_product() -> bool:
     """True where the CPU has VNNI, and oneDNN may use it."""
-    return any(flag in cpu_flags() for flag in INT8_DOT_FLAGS) and isa_limit() not in LIMITS_WITHOUT_INT8_DOT
+    return has_vnni() and isa_limit() not in LIMITS_WITHOUT_INT8_DOT
 
 
 def reported_flags() -> str:

@@ -27,8 +27,8 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-from aios_serve.cpu_features import INT8_DOT_FLAGS, cpu_flags
-from aios_serve.models.bundled import cache_dir
+from aios_serve.cpu_features import has_vnni
+from aios_serve.models.bundled import cache_dir, file_sha256
 
 log = logging.getLogger("aios_serve.backends.openvino_paged")
 
@@ -68,7 +68,7 @@ def _inputs() -> tuple[list[str], bytes] | None:
     ]  # fmt: skip
     depends = SOURCE.read_bytes() + " ".join(command).encode()
     for library in (ggml_libs / "libggml-cpu.so", openvino_libs[0]):
-        depends += hashlib.sha256(library.read_bytes()).digest()
+        depends += file_sha256(library).encode()  # remembered by the file's stat
     return command, depends
 
 
@@ -108,6 +108,5 @@ def wanted(option: str, *, precision: str, quantized: bool, batch_invariant: boo
         return False
     if option == "ggml":
         return True
-    without_vnni = not any(flag in cpu_flags() for flag in INT8_DOT_FLAGS)
     plain_f32 = precision == "f32" and not quantized and not batch_invariant
-    return plain_f32 and without_vnni and file_bytes >= LARGE_FILE_BYTES
+    return plain_f32 and not has_vnni() and file_bytes >= LARGE_FILE_BYTES

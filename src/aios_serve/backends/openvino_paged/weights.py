@@ -110,10 +110,11 @@ FRAME_NAME = "frame.q4_0.gguf"
 
 
 OWN_BLOCKS_FAMILY = "own-blocks"
+"""What every own-blocks label starts with: older ones are removed once the current one is made."""
 GGML_BLOCKS_LABEL = "ggml-blocks-v1"
 """The IR whose MatMuls are ggml's over the file's own blocks (ggml_ir.py)."""
 GGML_BLOCKS_FAMILY = "ggml-blocks"
-"""What every own-blocks label starts with: older ones are removed once the current one is made."""
+"""What every ggml-blocks label starts with (as OWN_BLOCKS_FAMILY)."""
 Q8_0_REWRITE = {"label": "q8_0-pure", "folder": "openvino-ir"}
 """Where the Q8_0 rewrite is cached (`gguf_rewrite.rewrite_path`)."""
 F16_REWRITE = {"label": "f16", "folder": "openvino"}
