@@ -4,6 +4,8 @@ computes the same logits."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,8 @@ from aios_serve.models.gguf_rewrite import Q4_0, quantize
 
 
 @pytest.fixture(scope="module")
-def qwen_frame(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The bundled Qwen file's frame and GenAI's IR of it."""
+def qwen_frame(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """The bundled Qwen file's frame and GenAI's IR of it, removed after the module."""
     folder = tmp_path_factory.mktemp("frame")
     frame = folder / "frame.gguf"
     quantize(
@@ -35,7 +37,8 @@ def qwen_frame(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     )
     (folder / "ir").mkdir()
     save_ir(frame, folder / "ir")
-    return frame, folder / "ir" / IR_NAME
+    yield frame, folder / "ir" / IR_NAME
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_every_4_bit_weight_of_the_frame_is_put_back(qwen_frame: tuple[Path, Path], tmp_path: Path) -> None:
