@@ -5,7 +5,7 @@ one GGUF given, in turns: where ggml's kernels (`matmul_kernels: ggml`) and Open
         [--rows 1,2,4,6,8,12,16] [--rounds 3]
 
 An IR with GgmlMatMul nodes loads the native library (ggml_kernels.library()); the IRs live in
-$AIOS_CACHE_DIR/openvino-ir (`*.ggml-blocks-v1-*`, `*.own-blocks-v6-no-zero-points-*`).
+$AIOS_CACHE_DIR/openvino-ir (`*.ggml-blocks-v2-*`, `*.own-blocks-v6-no-zero-points-*`).
 """
 
 from __future__ import annotations

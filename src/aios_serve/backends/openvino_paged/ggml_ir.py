@@ -1,8 +1,9 @@
 """The IR whose MatMuls are ggml's: every MatMul weight that the file holds (any GGUF type
 ggml's CPU backend multiplies) becomes a `GgmlMatMul` node (native/ggml_matmul.cpp) that reads
 the file's own blocks, its rows in the IR's order, and multiplies them with the kernels of the
-llama.cpp that serves the `llama.cpp` engine. The graph around them stays OpenVINO's (GenAI's
-IR of the frame, exact_ir.py): attention, norms and the paged KV cache.
+llama.cpp that serves the `llama.cpp` engine, in this CPU's interleaved layout where ggml has
+one (ggml_layouts.py). The graph around them stays OpenVINO's (GenAI's IR of the frame,
+exact_ir.py): attention, norms and the paged KV cache.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from aios_serve.backends.openvino_paged.exact_ir import plans, save_put_back
+from aios_serve.backends.openvino_paged.ggml_layouts import repacked
 from aios_serve.backends.openvino_paged.mapped_file import release
 
 OP_TYPE = ("GgmlMatMul", "aios")
@@ -32,9 +34,14 @@ def _op_class() -> type:
         type_info = ov.DiscreteTypeInfo(*OP_TYPE)
 
         def __init__(
-            self, inputs: list[Any] | None = None, ggml_type: int = 0, rows: int = 0, columns: int = 0
+            self,
+            inputs: list[Any] | None = None,
+            ggml_type: int = 0,
+            rows: int = 0,
+            columns: int = 0,
+            repacked: int = 0,
         ) -> None:
-            self.ggml_type, self.rows, self.columns = ggml_type, rows, columns
+            self.ggml_type, self.rows, self.columns, self.repacked = ggml_type, rows, columns, repacked
             super().__init__(self, inputs)
 
         def validate_and_infer_types(self) -> None:
@@ -43,13 +50,14 @@ def _op_class() -> type:
             self.set_output_type(0, ov.Type.f32, shape)
 
         def clone_with_new_inputs(self, new_inputs: list[Any]) -> Any:
-            return GgmlMatMul(new_inputs, self.ggml_type, self.rows, self.columns)
+            return GgmlMatMul(new_inputs, self.ggml_type, self.rows, self.columns, self.repacked)
 
         def get_type_info(self) -> Any:
             return self.type_info
 
         def visit_attributes(self, visitor: Any) -> bool:
-            visitor.on_attributes({"ggml_type": self.ggml_type, "rows": self.rows, "columns": self.columns})
+            shape = {"rows": self.rows, "columns": self.columns}
+            visitor.on_attributes({"ggml_type": self.ggml_type, **shape, "repacked": self.repacked})
             return True
 
     return GgmlMatMul
@@ -57,8 +65,8 @@ def _op_class() -> type:
 
 def save_with_ggml_matmuls(base: Path, original: Path, frame: Path, target: Path) -> dict[str, int]:
     """Read `base` (GenAI's IR of `frame`), make every MatMul whose weight has a twin in
-    `original` a GgmlMatMul of the original's blocks, and save the result as `target`; per
-    GGUF type, how many."""
+    `original` a GgmlMatMul of the original's blocks (in this CPU's layout for them where ggml
+    has one), and save the result as `target`; per GGUF type (`Q4_K repacked`), how many."""
     import openvino as ov
     from gguf import GGMLQuantizationType
 
@@ -72,6 +80,8 @@ def save_with_ggml_matmuls(base: Path, original: Path, frame: Path, target: Path
     for plan in plans(model, original, frame, every_type, mapped):
         rows = np.asarray(plan.tensor.data).view(np.uint8).reshape(plan.rows, -1)
         blocks = rows[plan.order]  # a copy, in the IR's row order, alive until saved
+        packed = repacked(plan.type_name, blocks)
+        blocks = blocks if packed is None else packed
         kept.append(blocks)
         matmul = plan.weight.matmul
         node = node_class(
@@ -79,11 +89,13 @@ def save_with_ggml_matmuls(base: Path, original: Path, frame: Path, target: Path
             plan.tensor.type_id,
             plan.rows,
             plan.cols,
+            int(packed is not None),
         )
         node.set_friendly_name(matmul.get_friendly_name())
         for user in list(matmul.output(0).get_target_inputs()):
             user.replace_source_output(node.output(0))
-        counts[plan.type_name] = counts.get(plan.type_name, 0) + 1
+        kind = plan.type_name if packed is None else f"{plan.type_name} repacked"
+        counts[kind] = counts.get(kind, 0) + 1
         for path in mapped:
             release(path)
     return save_put_back(model, weights_file, target, counts, "ggml multiplies the file's own blocks")

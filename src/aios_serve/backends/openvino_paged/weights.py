@@ -30,7 +30,7 @@ llama.cpp does but misreads 4-bit k-quants, so a file of other types is never re
     --precision f32 bf16 --weights-type gguf|q8_0).
 - `gguf` with ggml's kernels (`matmul_kernels`, ggml_kernels.py): the same frame's graph with
   every MatMul a GgmlMatMul node over the file's own blocks, whatever their type
-  (`ggml-blocks-v1`; ggml_ir.py).
+  (`ggml-blocks-v2-<layouts>`; ggml_ir.py, ggml_layouts.py).
 - `q8_0`: the file as is when it holds only F32, F16 and Q8_0 tensors, else a Q8_0
   rewrite (`pure`: every tensor Q8_0, none kept at a k-quant GenAI misreads).
 - `f16`: the file as is when it holds only F32 and F16 tensors, else an F16 rewrite. At bf16 on
@@ -73,6 +73,7 @@ from pathlib import Path
 
 from aios_serve.backends.openvino_paged.exact_ir import PUT_BACK, save_with_own_blocks
 from aios_serve.backends.openvino_paged.ggml_ir import save_with_ggml_matmuls
+from aios_serve.backends.openvino_paged.ggml_layouts import signature
 from aios_serve.backends.openvino_paged.ir import (
     IR_NAME,
     cached,
@@ -92,6 +93,7 @@ from aios_serve.models.gguf_rewrite import (
     quantize,
     rewrite_path,
     rewritten,
+    tensor_types,
 )
 
 EXACT_TYPES = frozenset({"F32", "F16", "Q8_0"})
@@ -111,8 +113,9 @@ FRAME_NAME = "frame.q4_0.gguf"
 
 OWN_BLOCKS_FAMILY = "own-blocks"
 """What every own-blocks label starts with: older ones are removed once the current one is made."""
-GGML_BLOCKS_LABEL = "ggml-blocks-v1"
-"""The IR whose MatMuls are ggml's over the file's own blocks (ggml_ir.py)."""
+GGML_BLOCKS_LABEL = "ggml-blocks-v2"
+"""The IR whose MatMuls are ggml's over the file's own blocks (ggml_ir.py), followed by the
+signature of this CPU's layouts for them (ggml_layouts.py)."""
 GGML_BLOCKS_FAMILY = "ggml-blocks"
 """What every ggml-blocks label starts with (as OWN_BLOCKS_FAMILY)."""
 Q8_0_REWRITE = {"label": "q8_0-pure", "folder": "openvino-ir"}
@@ -171,10 +174,11 @@ def own_blocks_ir(gguf: Path, zero_points: bool = True) -> Path:
 
 def ggml_blocks_ir(gguf: Path) -> Path:
     """The IR whose MatMuls are ggml's over the file's own blocks (ggml_ir.py), made once per
-    content hash from the same frame as the own-blocks IR."""
-    folder = ir_folder(gguf, GGML_BLOCKS_LABEL)
+    content hash and layout signature from the same frame as the own-blocks IR."""
+    label = f"{GGML_BLOCKS_LABEL}-{signature(tensor_types(gguf))}"
+    folder = ir_folder(gguf, label)
     xml = cached(folder, _from_frame(gguf, save_with_ggml_matmuls))
-    remove_superseded(folder, GGML_BLOCKS_LABEL, GGML_BLOCKS_FAMILY, (GGML_BLOCKS_LABEL,))
+    remove_superseded(folder, label, GGML_BLOCKS_FAMILY, (label,))
     return xml
 
 
