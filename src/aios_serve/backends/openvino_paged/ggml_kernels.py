@@ -6,10 +6,11 @@ Where the CPU has no VNNI (Zen 3), OpenVINO's plugin multiplies f32 activations 
 unpacks from 4 bits at every step, where llama.cpp quantizes each activation row to 8 bits and
 multiplies integers with AVX2. ggml's kernels on the file's own blocks decode few rows faster
 and many rows slower: Qwen2.5-Coder-1.5B (Q4_K_M), one decode step of M sequences on a 2-core
-Zen 3, ggml's / OpenVINO's, ms (benchmarks/generation/openvino_rows.py, both IRs loaded and
-stepped in turns): M=1 84 / 111, 2 132 / 176, 4 232 / 210, 6 334 / 331, 8 424 / 306, 12 549 /
-368, 16 695 / 431. Over HTTP (benchmarks/generation/README.md) one stream 15.0 against 9.0
-tok/s, 16 streams 19.7 against 28.2, 1,683 MiB peak RSS against 2,506.
+Zen 3, ggml's on plain blocks (ggml_layouts.py for the interleaved ones) / OpenVINO's, ms
+(benchmarks/generation/openvino_rows.py, both IRs loaded and stepped in turns): M=1 84 / 111,
+2 132 / 176, 4 232 / 210, 6 334 / 331, 8 424 / 306, 12 549 / 368, 16 695 / 431. Over HTTP
+(benchmarks/generation/README.md) one stream 15.0 against 9.0 tok/s, 16 streams 19.7 against
+28.2, 1,683 MiB peak RSS against 2,506.
 The operation has no ISA-specific code of its own: the kernels are those of the llama.cpp build
 that the `llama.cpp` engine uses (its ISA flags are chosen and checked by
 scripts/llama_cpp_isa.py).
