@@ -19,6 +19,7 @@ from aios_serve.backends.openvino_paged.ggml_kernels import library
 from aios_serve.backends.openvino_paged.ggml_layouts import repacked, signature
 from aios_serve.backends.openvino_paged.weights import paged_ir
 from aios_serve.backends.protocols.generation import BatchItem
+from aios_serve.engine.generation.options import GenerationOptions
 from aios_serve.models.bundled import resolve_bundled
 
 PROMPT = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'
@@ -113,6 +114,16 @@ def test_repacked_blocks_multiply_as_the_plain_ones(native: Path, tmp_path: Path
         found = interleaved.infer({0: x[:, :rows]})[0].copy()
         # the same 8-bit activation blocks, summed in another order
         assert np.abs(found - expected).max() < 1e-4 * np.abs(expected).max()
+
+
+def test_ggml_kernels_with_a_rewrite_are_a_configuration_error() -> None:
+    import pydantic
+
+    assert GenerationOptions(matmul_kernels="ggml").weights_type == "gguf"
+    assert GenerationOptions(matmul_kernels="auto", weights_type="q8_0").matmul_kernels == "auto"
+    for rewrite in ("q8_0", "f16"):
+        with pytest.raises(pydantic.ValidationError, match=f"drop weights_type: {rewrite}"):
+            GenerationOptions(matmul_kernels="ggml", weights_type=rewrite)
 
 
 # SmolLM2's Q4_1 has no interleaved layout; Qwen's Q4_K is repacked
