@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import pydantic
 import yaml
 
 from aios_serve import __version__
@@ -153,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
 
             serve_with_ray(config, args.host, args.port)
             return 0
-        app = create_app(config, public_url=public_url(args.host, args.port))
+        try:
+            app = create_app(config, public_url=public_url(args.host, args.port))
+        except pydantic.ValidationError as exc:  # a model's options (the engine reads them)
+            raise SystemExit(f"aios-serve: invalid model options: {exc}") from None
         try:
             serve(app, args.host, args.port, args.log_level, config.drain_timeout_s)
         finally:

@@ -179,3 +179,17 @@ def test_a_config_that_is_missing_or_invalid_exits_1_naming_it(tmp_path: Path) -
         assert result.returncode == 1
         assert f"config {config}" in result.stderr and why in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_invalid_engine_options_exit_1_naming_them(tmp_path: Path) -> None:
+    for options, why in (
+        ("{matmul_kernels: ggml, weights_type: q8_0}", "drop weights_type: q8_0"),
+        ("{frobnicate: 3}", "frobnicate"),
+    ):
+        config = tmp_path / "models.yaml"
+        model = "name: smol, kind: generate, bundled: smollm2-135m-instruct"
+        config.write_text(f"models:\n  - {{{model}, options: {options}}}\n")
+        result = _run_cli("--config", str(config))
+        assert result.returncode == 1
+        assert "invalid model options" in result.stderr and why in result.stderr
+        assert "Traceback" not in result.stderr
