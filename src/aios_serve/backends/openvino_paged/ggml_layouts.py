@@ -6,9 +6,9 @@ in 8-row groups on AVX2; Q6_K has none there), repacked once at build time by th
 On a 2-core Zen 3, one Q4_K 8,960 x 1,536 weight on one core, plain / repacked (a scratch
 program over ggml's public API): 1 row 0.65 / 0.58 ms, 4 rows 2.3 / 1.8, 8 rows 6.7 / 3.5, 16
 rows 6.7 / 4.7. One decode step of Qwen2.5-Coder-1.5B (Q4_K_M: 168 of its 197 MatMuls are Q4_K),
-each IR in its own process, five pairs in turns, ms: 16 sequences 453-742 repacked against
-671-828 plain, every pair faster (0.67-0.94x); 1 and 8 sequences within the machine's noise
-(64-81 against 63-86, 301-494 against 360-465).
+each IR in its own process, three rounds in turns, ms, layout / plain: 1 sequence 60-75 / 65-81
+(0.93x, median of the rounds' ratios), 8 sequences 270-371 / 331-434 (0.82x), 16 sequences
+456-668 / 665-841 (0.79x) (benchmarks/generation/openvino_layouts.py FILE).
 
 A layout belongs to the CPU and the ggml build, so the IR is cached per `signature()`.
 """
