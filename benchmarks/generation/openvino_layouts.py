@@ -16,6 +16,7 @@ import json
 import statistics
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 from openvino_rows import PROMPT, step_ms
@@ -26,15 +27,14 @@ from aios_serve.models.bundled import cache_dir
 
 def _plain_ir(gguf: Path) -> Path:
     """The ggml IR of `gguf` with no weight repacked (made once)."""
-    import aios_serve.backends.openvino_paged.ggml_ir as ggml_ir
     from aios_serve.backends.openvino_paged import weights
+    from aios_serve.backends.openvino_paged.ggml_ir import save_with_ggml_matmuls
     from aios_serve.backends.openvino_paged.ir import IR_NAME
 
     folder = cache_dir() / "bench" / f"{gguf.stem}.ggml-blocks-plain"
     if not (folder / IR_NAME).is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        ggml_ir.repacked = lambda type_name, blocks: None  # type: ignore[assignment]
-        weights._from_frame(gguf, ggml_ir.save_with_ggml_matmuls)(folder)
+        weights._from_frame(gguf, partial(save_with_ggml_matmuls, layouts=False))(folder)
     return folder / IR_NAME
 
 

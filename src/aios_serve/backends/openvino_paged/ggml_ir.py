@@ -63,10 +63,13 @@ def _op_class() -> type:
     return GgmlMatMul
 
 
-def save_with_ggml_matmuls(base: Path, original: Path, frame: Path, target: Path) -> dict[str, int]:
+def save_with_ggml_matmuls(
+    base: Path, original: Path, frame: Path, target: Path, layouts: bool = True
+) -> dict[str, int]:
     """Read `base` (GenAI's IR of `frame`), make every MatMul whose weight has a twin in
-    `original` a GgmlMatMul of the original's blocks (in this CPU's layout for them where ggml
-    has one), and save the result as `target`; per GGUF type (`Q4_K repacked`), how many."""
+    `original` a GgmlMatMul of the original's blocks (with `layouts`, in this CPU's layout for
+    them where ggml has one), and save the result as `target`; per GGUF type (`Q4_K repacked`),
+    how many."""
     import openvino as ov
     from gguf import GGMLQuantizationType
 
@@ -80,7 +83,7 @@ def save_with_ggml_matmuls(base: Path, original: Path, frame: Path, target: Path
     for plan in plans(model, original, frame, every_type, mapped):
         rows = np.asarray(plan.tensor.data).view(np.uint8).reshape(plan.rows, -1)
         blocks = rows[plan.order]  # a copy, in the IR's row order, alive until saved
-        packed = repacked(plan.type_name, blocks)
+        packed = repacked(plan.type_name, blocks) if layouts else None
         blocks = blocks if packed is None else packed
         kept.append(blocks)
         matmul = plan.weight.matmul

@@ -8,7 +8,8 @@ program over ggml's public API): 1 row 0.65 / 0.58 ms, 4 rows 2.3 / 1.8, 8 rows 
 rows 6.7 / 4.7. One decode step of Qwen2.5-Coder-1.5B (Q4_K_M: 168 of its 197 MatMuls are Q4_K),
 each IR in its own process, three rounds in turns, ms, layout / plain: 1 sequence 60-75 / 65-81
 (0.93x, median of the rounds' ratios), 8 sequences 270-371 / 331-434 (0.82x), 16 sequences
-456-668 / 665-841 (0.79x) (benchmarks/generation/openvino_layouts.py FILE).
+456-668 / 665-841 (0.79x) (benchmarks/generation/openvino_layouts.py FILE). A later single
+round gave one sequence 84 / 76: for one sequence the gain is within this machine's noise.
 
 A layout belongs to the CPU and the ggml build, so the IR is cached per `signature()`.
 """
