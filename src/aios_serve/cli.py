@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -19,6 +20,7 @@ from aios_serve.lifecycle import serve
 from aios_serve.models.from_flags import ENGINES, ModelFlags, specs_from_flags
 from aios_serve.native_memory import configure_process
 from aios_serve.observability.request_ids import LOG_FORMAT, install_request_id_logging
+from aios_serve.registry import check_options
 from aios_serve.security import KeyRing, parse_api_keys
 from aios_serve.usage.cli import add_usage_parser, run_usage
 
@@ -149,15 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         config = _with_api_keys(serve_config(args), args.api_key)
         configure_process(config.memory)  # before any model loads
+        try:
+            for spec in config.models:
+                check_options(spec)
+        except pydantic.ValidationError as exc:
+            raise SystemExit(f"aios-serve: invalid model options: {exc}") from None
         if args.ray:
+            if importlib.util.find_spec("ray") is None:
+                raise SystemExit("aios-serve: serve --ray needs ray[serve] here (`make ray-venv`)")
             from aios_serve.deploy.ray_serve import serve_with_ray
 
             serve_with_ray(config, args.host, args.port)
             return 0
-        try:
-            app = create_app(config, public_url=public_url(args.host, args.port))
-        except pydantic.ValidationError as exc:  # a model's options (the engine reads them)
-            raise SystemExit(f"aios-serve: invalid model options: {exc}") from None
+        app = create_app(config, public_url=public_url(args.host, args.port))
         try:
             serve(app, args.host, args.port, args.log_level, config.drain_timeout_s)
         finally:

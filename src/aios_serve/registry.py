@@ -30,6 +30,19 @@ def build_model(spec: ModelSpec) -> ServedModel:
     return create_generation_model(spec)
 
 
+def check_options(spec: ModelSpec) -> None:
+    """Validate a model's engine options without loading it (pydantic.ValidationError names
+    what is wrong), so a bad option stops `serve` before any model or deployment starts."""
+    if spec.kind in ("embedding", "cross-encoder"):
+        from aios_serve.engine.encoder import EncoderOptions
+
+        EncoderOptions.model_validate(spec.options)
+    elif spec.kind == "generate":
+        from aios_serve.engine.generation.options import GenerationOptions
+
+        GenerationOptions.model_validate(spec.options)
+
+
 class ModelRegistry:
     """Holds every served model; resolves a request's `model` field to one of them."""
 

@@ -3,6 +3,7 @@ from their files, the served names, the errors for paths nothing matches, and th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -189,7 +190,19 @@ def test_invalid_engine_options_exit_1_naming_them(tmp_path: Path) -> None:
         config = tmp_path / "models.yaml"
         model = "name: smol, kind: generate, bundled: smollm2-135m-instruct"
         config.write_text(f"models:\n  - {{{model}, options: {options}}}\n")
-        result = _run_cli("--config", str(config))
-        assert result.returncode == 1
-        assert "invalid model options" in result.stderr and why in result.stderr
-        assert "Traceback" not in result.stderr
+        for ray in ((), ("--ray",)):  # checked before any model loads or any deployment starts
+            result = _run_cli("--config", str(config), *ray)
+            assert result.returncode == 1
+            assert "invalid model options" in result.stderr and why in result.stderr
+            assert "Traceback" not in result.stderr
+
+
+def test_serve_ray_without_ray_exits_1_naming_what_is_missing(tmp_path: Path) -> None:
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed here: make test-ray covers serve --ray")
+    config = tmp_path / "models.yaml"
+    config.write_text("models:\n  - {name: smol, kind: generate, bundled: smollm2-135m-instruct}\n")
+    result = _run_cli("--config", str(config), "--ray")
+    assert result.returncode == 1
+    assert "serve --ray needs ray[serve]" in result.stderr and "make ray-venv" in result.stderr
+    assert "Traceback" not in result.stderr
