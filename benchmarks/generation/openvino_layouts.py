@@ -31,7 +31,7 @@ def _plain_ir(gguf: Path) -> Path:
     from aios_serve.backends.openvino_paged.ggml_ir import save_with_ggml_matmuls
     from aios_serve.backends.openvino_paged.ir import IR_NAME
 
-    folder = cache_dir() / "bench" / f"{gguf.stem}.ggml-blocks-plain"
+    folder = cache_dir() / "bench" / f"{gguf.stem}.{weights.GGML_BLOCKS_LABEL}-plain"  # per IR version
     if not (folder / IR_NAME).is_file():
         folder.mkdir(parents=True, exist_ok=True)
         weights._from_frame(gguf, partial(save_with_ggml_matmuls, layouts=False))(folder)
