@@ -1,7 +1,8 @@
 """The openvino engine with ggml's kernels (`matmul_kernels: ggml`) behind a real server, in its
-worker process: the banner says so, the sampling API works on it, and its greedy answers are
-those of the same model on OpenVINO's kernels (8-bit activation blocks against f32 may part a
-near-tie: one prompt of three is allowed to)."""
+worker process: the banner says so, the sampling API works on it, and its greedy answers follow
+those of the same model on OpenVINO's kernels in plain f32 (`batch_invariant`), the one setting
+that is exact on every CPU class. ggml multiplies by 8-bit activation blocks, so the two may part
+where the reference is near a tie, and only there."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openai.types.chat import ChatCompletionTokenLogprob
 
 from tests.e2e.configs import smol
 from tests.e2e.server import Server
 
-GGML, OPENVINO = "smol-ggml", "smol-openvino-kernels"
+GGML, PLAIN_F32 = "smol-ggml", "smol-openvino-f32"
 QUESTIONS = ("What is the capital of France?", "Name three colours.", "Count from one to five.")
+NATS = 0.5
+"""How far a chosen token's logprob may stray from the reference's, and how close to the
+reference's top a token must be where the answers part. On a 2-core Zen 4, over 10 questions of
+16 greedy tokens each, the most seen was 0.21 and 0.13 nats on SmolLM2 (0.08 and 0.13 on
+Qwen2.5-Coder-0.5B); OpenVINO's own int8 activations strayed as far (0.21 and 0.10)."""
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +30,7 @@ def kernels_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     config = {
         "models": [
             smol(GGML, matmul_kernels="ggml", **common),
-            smol(OPENVINO, matmul_kernels="openvino", **common),
+            smol(PLAIN_F32, matmul_kernels="openvino", batch_invariant=True, **common),
         ]
     }
     with Server(Path(tmp_path_factory.mktemp("ggml-kernels")), **config) as server:
@@ -33,20 +40,33 @@ def kernels_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 def test_the_banner_names_the_kernels(kernels_server: Server) -> None:
     lines = [line for line in kernels_server.log_text().splitlines() if "backend openvino" in line]
     assert any(GGML in line and "matmuls ggml's (2 threads)" in line for line in lines), lines
-    assert any(OPENVINO in line and "ggml" not in line for line in lines), lines
+    assert any(PLAIN_F32 in line and "ggml" not in line for line in lines), lines
 
 
-def test_greedy_answers_match_openvinos_kernels(kernels_server: Server) -> None:
+def test_greedy_answers_follow_plain_f32s(kernels_server: Server) -> None:
     client = kernels_server.client()
 
-    def answer(model: str, question: str) -> str:
+    def steps(model: str, question: str) -> list[ChatCompletionTokenLogprob]:
         reply = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": question}], max_tokens=16, temperature=0.0
+            model=model,
+            messages=[{"role": "user", "content": question}],
+            max_tokens=16,
+            temperature=0.0,
+            logprobs=True,
+            top_logprobs=5,
         )
-        return reply.choices[0].message.content or ""
+        assert reply.choices[0].logprobs is not None and reply.choices[0].logprobs.content
+        return reply.choices[0].logprobs.content
 
-    same = [answer(GGML, question) == answer(OPENVINO, question) for question in QUESTIONS]
-    assert sum(same) >= 2, same
+    for question in QUESTIONS:  # the first token comes from the prompt's pass, the rest one row each
+        for ours, reference in zip(steps(GGML, question), steps(PLAIN_F32, question), strict=False):
+            if ours.token != reference.token:
+                alternatives = {alt.token: alt.logprob for alt in reference.top_logprobs}
+                parted = (question, ours.token, alternatives)
+                assert ours.token in alternatives, parted
+                assert reference.logprob - alternatives[ours.token] <= NATS, parted
+                break
+            assert abs(ours.logprob - reference.logprob) <= NATS, (question, ours, reference)
 
 
 def test_sampling_parameters_work_on_ggml_kernels(kernels_server: Server) -> None:
