@@ -27,6 +27,7 @@ OPENVINO_VARIANTS: dict[str, dict[str, object]] = {
     "aios-openvino-bf16": {"inference_precision": "bf16"},
     "aios-openvino-invariant": {"batch_invariant": True},
     "aios-openvino-ggml": {"matmul_kernels": "ggml"},
+    "aios-openvino-both": {"matmul_kernels": "both"},
     "aios-openvino-ov-kernels": {"matmul_kernels": "openvino"},
 }
 """The openvino engine with options other than the defaults (`aios-openvino` takes those)."""

@@ -121,9 +121,10 @@ def test_ggml_kernels_with_a_rewrite_are_a_configuration_error() -> None:
 
     assert GenerationOptions(matmul_kernels="ggml").weights_type == "gguf"
     assert GenerationOptions(matmul_kernels="auto", weights_type="q8_0").matmul_kernels == "auto"
-    for rewrite in ("q8_0", "f16"):
-        with pytest.raises(pydantic.ValidationError, match=f"drop weights_type: {rewrite}"):
-            GenerationOptions(matmul_kernels="ggml", weights_type=rewrite)
+    for kernels in ("ggml", "both"):
+        for rewrite in ("q8_0", "f16"):
+            with pytest.raises(pydantic.ValidationError, match=f"{kernels} .*drop weights_type: {rewrite}"):
+                GenerationOptions(matmul_kernels=kernels, weights_type=rewrite)
 
 
 # SmolLM2's Q4_1 has no interleaved layout; Qwen's Q4_K is repacked

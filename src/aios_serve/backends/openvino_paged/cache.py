@@ -19,6 +19,15 @@ def cache_ports(compiled: Any) -> list[Any]:
     ]
 
 
+def cache_layout(compiled: Any) -> list[tuple[str, str, str]]:
+    """Each cache input's name, element type and shape: two compiled models with the same
+    layout can share one KvCache."""
+    return [
+        (port.get_any_name(), port.get_element_type().to_string(), str(port.get_partial_shape()))
+        for port in cache_ports(compiled)
+    ]
+
+
 def block_bytes(compiled: Any) -> int:
     """Bytes one block takes across every layer's key and value tensors."""
     total = 0

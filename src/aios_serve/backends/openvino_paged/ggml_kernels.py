@@ -99,15 +99,14 @@ def library() -> Path | None:
     return target
 
 
-def wanted(option: str, *, precision: str, quantized: bool, batch_invariant: bool, file_bytes: int) -> bool:
-    """Whether to multiply with ggml's kernels for the option `matmul_kernels` (`auto`,
-    `openvino`, `ggml`); `ggml` asks for them at any setting. `auto` takes them for a file of
+def chosen(option: str, *, precision: str, quantized: bool, batch_invariant: bool, file_bytes: int) -> str:
+    """Who multiplies for the option `matmul_kernels`: `openvino`, `ggml`, or `both` (ggml's
+    kernels for steps of one to three tokens, OpenVINO's for the rest, over one KV cache); an
+    option other than `auto` is taken as asked. `auto` takes ggml's for a file of
     `LARGE_FILE_BYTES` or more where OpenVINO's activations stay f32 for lack of VNNI (the only
     CPU class measured) and the batch may matter (ggml quantizes each row's activations, and its
     batched kernels need not sum in one row's order)."""
-    if option == "openvino":
-        return False
-    if option == "ggml":
-        return True
+    if option != "auto":
+        return option
     plain_f32 = precision == "f32" and not quantized and not batch_invariant
-    return plain_f32 and not has_vnni() and file_bytes >= LARGE_FILE_BYTES
+    return "ggml" if plain_f32 and not has_vnni() and file_bytes >= LARGE_FILE_BYTES else "openvino"

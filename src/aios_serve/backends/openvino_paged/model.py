@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from aios_serve.backends.llama_cpp.vocab import LlamaCppVocab
 from aios_serve.backends.openvino_paged.blocks import BlockPool, Write
-from aios_serve.backends.openvino_paged.cache import KvCache, block_size, blocks_for_budget
+from aios_serve.backends.openvino_paged.cache import KvCache, block_size, blocks_for_budget, cache_layout
 from aios_serve.backends.openvino_paged.ggml_ir import holds_ggml_matmuls
 from aios_serve.backends.openvino_paged.ggml_kernels import library
 from aios_serve.backends.openvino_paged.graph import LOGITS_INDICES, compile_paged
@@ -23,6 +24,10 @@ from aios_serve.backends.protocols.generation import BatchItem, Logits
 
 log = logging.getLogger("aios_serve.backends.openvino_paged")
 
+FEW_ROWS = 4
+"""Steps of fewer tokens than this run on the few-rows model (ggml's kernels), when there is one:
+ggml's kernels take one row at a time below 4 (ggml_matmul.cpp), where they lead OpenVINO's."""
+
 
 class OpenVinoPagedModel(LlamaCppVocab):
     """A GGUF model on OpenVINO's paged attention (implements GenerationBackend).
@@ -31,7 +36,9 @@ class OpenVinoPagedModel(LlamaCppVocab):
     no weights); `ir` is the model to compile (weights.paged_ir; default: `path`'s own blocks).
     `num_blocks` overrides the `kv_cache_gb` budget; an IR with ggml's MatMuls is compiled with
     `ggml_library` (default: ggml_kernels.library()). Without `dynamic_quantization` at f32 a
-    row's logits do not depend on the rest of the batch (precision.py).
+    row's logits do not depend on the rest of the batch (precision.py). With `few_rows_ir` (an IR
+    with ggml's MatMuls), steps of fewer than `FEW_ROWS` tokens run on that model instead, over
+    the same KV cache: ggml's kernels for one to three rows, OpenVINO's for the rest.
     """
 
     def __init__(
@@ -50,6 +57,7 @@ class OpenVinoPagedModel(LlamaCppVocab):
         num_blocks: int | None = None,
         prefix_caching: bool = True,
         ggml_library: Path | None = None,
+        few_rows_ir: Path | None = None,
     ) -> None:
         super().__init__(path, vocab_only=True)
         trained = self.trained_context
@@ -60,18 +68,21 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self.mixes_prompt_and_decode = True  # prompt chunks of any lengths join decode tokens
         self.xml = ir or paged_ir(path, "gguf", zero_points(precision, dynamic_quantization))[0]
         threads = n_threads or os.cpu_count() or 1
-        if ggml_library is None and holds_ggml_matmuls(self.xml):
+        if ggml_library is None and (few_rows_ir or holds_ggml_matmuls(self.xml)):
             ggml_library = library()
             if ggml_library is None:
-                raise RuntimeError(f"{self.xml} multiplies with ggml's kernels, which are not available here")
-        paged = compile_paged(
-            self.xml,
+                raise RuntimeError(
+                    f"{few_rows_ir or self.xml} multiplies with ggml's kernels, not available here"
+                )
+        compile_for_cpu = partial(
+            compile_paged,
             threads=threads,
             precision=precision,
             dynamic_quantization=dynamic_quantization,
             kv_cache=kv_cache_precision,
             ggml_library=ggml_library,
         )
+        paged = compile_for_cpu(self.xml)
         self.ggml_threads = threads if ggml_library else 0
         """The plugin threads that ggml's kernels run on (ggml_kernels.py); 0: OpenVINO multiplies."""
         self.precision = paged.precision
@@ -84,12 +95,26 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self.cache = KvCache(paged.compiled, blocks)
         if self.cache.element_type != paged.kv_cache:
             raise RuntimeError(f"KV cache asked in {paged.kv_cache}, compiled in {self.cache.element_type}")
+        self._few_rows_request = None
+        if few_rows_ir is not None:
+            few_rows = compile_for_cpu(few_rows_ir)
+            if (
+                cache_layout(few_rows.compiled) != cache_layout(paged.compiled)
+                or few_rows.gathers_logits != self.gathers_logits
+            ):
+                raise RuntimeError(f"{few_rows_ir} does not take {self.xml}'s KV cache and inputs")
+            self._few_rows_request = few_rows.compiled.create_infer_request()
+        requests = [r for r in (self._request, self._few_rows_request) if r is not None]
         for name, tensor in self.cache.tensors.items():  # bound once: each call passes the rest
-            self._request.set_tensor(name, tensor)
+            for request in requests:
+                request.set_tensor(name, tensor)
         self.pool = BlockPool(blocks, block_size(paged.compiled), prefix_caching)
         self.kv_cells = blocks * self.pool.block_size
-        with releasing(self.xml.with_suffix(".bin")):
-            self._warm_up()
+        with (
+            releasing(self.xml.with_suffix(".bin")),
+            releasing((few_rows_ir or self.xml).with_suffix(".bin")),
+        ):
+            self._warm_up()  # a prompt on the model for many rows, a decode step on the one for few
         log.info(
             "OpenVINO paged model %s: %s (int8 activations per %d; 0: off), %d layers, KV %s in %d "
             "blocks of %d (%.2f GB)",
@@ -121,7 +146,8 @@ class OpenVinoPagedModel(LlamaCppVocab):
         caching = "on" if self.pool.prefix_caching else "off"
         shown = described(asked, self.precision, self.quantized_group)
         if self.ggml_threads:
-            shown += f", matmuls ggml's ({self.ggml_threads} threads)"
+            below = f" below {FEW_ROWS} rows" if self._few_rows_request else ""
+            shown += f", matmuls ggml's{below} ({self.ggml_threads} threads)"
         return (
             f"{shown}, KV {self.cache.element_type} "
             f"{self.pool.num_blocks}x{self.pool.block_size} cells, prefix caching {caching}"
@@ -143,9 +169,10 @@ class OpenVinoPagedModel(LlamaCppVocab):
         ]
         self.cache.copy_blocks(self.pool.reserve(writes))  # KvCacheFull here changes nothing
         inputs, rows = self._inputs(items, writes)
-        self._request.infer(inputs)
+        request = self._few_rows_request if total < FEW_ROWS and self._few_rows_request else self._request
+        request.infer(inputs)
         self.pool.commit()  # the filled blocks now hold their keys and values
-        logits = np.array(self._request.get_tensor("logits").data, dtype=np.float32)
+        logits = np.array(request.get_tensor("logits").data, dtype=np.float32)
         logits = logits.reshape(-1, self.n_vocab)
         if not self.gathers_logits:
             logits = logits[np.concatenate([r for r in rows.values()])] if rows else logits[:0]
@@ -217,5 +244,5 @@ class OpenVinoPagedModel(LlamaCppVocab):
         self.pool.remove_sequence(seq_id)
 
     def close(self) -> None:
-        self._request = None
+        self._request = self._few_rows_request = None
         super().close()

@@ -157,22 +157,31 @@ def _openvino(spec: EngineSpec) -> EngineClient:
     the first time."""
     from aios_serve.backends.openvino_paged import OpenVinoPagedModel, ggml_kernels, precision
     from aios_serve.backends.openvino_paged.child_build import prepared_ir
+    from aios_serve.backends.openvino_paged.model import FEW_ROWS
 
     options = spec.parsed_options
     gguf = Path(spec.path)
     if gguf.is_dir():
         raise ValueError(f"the openvino engine reads a .gguf file; {gguf} is a folder")
     compiled_at, quantized = precision.compute(options.inference_precision, options.batch_invariant)
-    ggml = options.weights_type == "gguf" and ggml_kernels.wanted(
-        options.matmul_kernels,
-        precision=compiled_at,
-        quantized=quantized,
-        batch_invariant=options.batch_invariant,
-        file_bytes=gguf.stat().st_size,
-    )
-    library = ggml_kernels.library() if ggml else None
+    kernels = "openvino"
+    if options.weights_type == "gguf":
+        kernels = ggml_kernels.chosen(
+            options.matmul_kernels,
+            precision=compiled_at,
+            quantized=quantized,
+            batch_invariant=options.batch_invariant,
+            file_bytes=gguf.stat().st_size,
+        )
+    library = ggml_kernels.library() if kernels != "openvino" else None
     zero_points = precision.zero_points(compiled_at, quantized)
-    ir, route = prepared_ir(gguf, options.weights_type, zero_points, ggml=library is not None)
+    ir, route = prepared_ir(
+        gguf, options.weights_type, zero_points, ggml=kernels == "ggml" and library is not None
+    )
+    few_rows_ir = None
+    if kernels == "both" and library is not None:
+        few_rows_ir, few_rows_route = prepared_ir(gguf, "gguf", zero_points, ggml=True)
+        route += f"; below {FEW_ROWS} rows, {few_rows_route}"
     backend = OpenVinoPagedModel(
         gguf,
         ir=ir,
@@ -187,6 +196,7 @@ def _openvino(spec: EngineSpec) -> EngineClient:
         num_blocks=options.num_kv_blocks,
         prefix_caching=options.prefix_caching,
         ggml_library=library,
+        few_rows_ir=few_rows_ir,
     )
     details = f"{backend.describe(options.inference_precision)}; weights {route}"
     log.info("%s: openvino (%s)", spec.name, details)

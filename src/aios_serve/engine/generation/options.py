@@ -30,12 +30,13 @@ class GenerationOptions(BaseModel):
     Q5_0 blocks, other types at Q8_0; closest to llama.cpp, least memory), `q8_0` (every tensor
     from a Q8_0 rewrite) or `f16` (an F16 rewrite: on AMX at bf16 1.37-1.53x Q8_0's aggregate
     at 16 streams, but about 6 bytes a weight in memory; backends/openvino_paged/weights.py)."""
-    matmul_kernels: Literal["auto", "openvino", "ggml"] = "auto"
+    matmul_kernels: Literal["auto", "openvino", "ggml", "both"] = "auto"
     """OpenVINO only, `gguf` weights: who multiplies the weights. `ggml`: ggml's kernels (those of
     the llama.cpp engine) on the file's own blocks, the rest of the model on OpenVINO; on a Zen 3
-    one stream of Qwen2.5-Coder-1.5B 1.70x as fast, 16 streams 0.84x. `auto`: ggml's for a file
-    of 768 MiB or more where the CPU has no VNNI and `batch_invariant` is off, else OpenVINO's
-    (backends/openvino_paged/ggml_kernels.py)."""
+    one stream of Qwen2.5-Coder-1.5B 1.70x as fast, 16 streams 0.84x. `both`: ggml's for steps of
+    one to three tokens, OpenVINO's for larger ones, two compiled models over one KV cache (both
+    sets of weights in memory). `auto`: ggml's for a file of 768 MiB or more where the CPU has no
+    VNNI and `batch_invariant` is off, else OpenVINO's (backends/openvino_paged/ggml_kernels.py)."""
     num_kv_blocks: int | None = Field(default=None, gt=0)
     """OpenVINO only: the KV cache in blocks (of 32 tokens on CPU) instead of `kv_cache_gb`."""
     prefix_caching: bool = True
@@ -79,8 +80,8 @@ class GenerationOptions(BaseModel):
 
     @model_validator(mode="after")
     def _ggml_needs_own_blocks(self) -> GenerationOptions:
-        if self.matmul_kernels == "ggml" and self.weights_type != "gguf":
-            own_blocks = "matmul_kernels: ggml multiplies the file's own blocks"
+        if self.matmul_kernels in ("ggml", "both") and self.weights_type != "gguf":
+            own_blocks = f"matmul_kernels: {self.matmul_kernels} multiplies the file's own blocks"
             raise ValueError(f"{own_blocks}; drop weights_type: {self.weights_type}")
         return self
 
