@@ -103,9 +103,11 @@ def chosen(option: str, *, precision: str, quantized: bool, batch_invariant: boo
     """Who multiplies for the option `matmul_kernels`: `openvino`, `ggml`, or `both` (ggml's
     kernels for steps of one to three tokens, OpenVINO's for the rest, over one KV cache); an
     option other than `auto` is taken as asked. `auto` takes ggml's for a file of
-    `LARGE_FILE_BYTES` or more where OpenVINO's activations stay f32 for lack of VNNI (the only
-    CPU class measured) and the batch may matter (ggml quantizes each row's activations, and its
-    batched kernels need not sum in one row's order)."""
+    `LARGE_FILE_BYTES` or more where OpenVINO's activations stay f32 for lack of VNNI and the
+    batch may matter (ggml quantizes each row's activations, and its batched kernels need not
+    sum in one row's order). With VNNI, OpenVINO's int8 path keeps them: on a Zen 4 ggml's
+    kernels alone ran 16 streams of Qwen2.5-Coder-1.5B at 0.48-0.58x its aggregate; `both` holds
+    two sets of weights, more memory than `auto` may take (benchmarks/generation/README.md)."""
     if option != "auto":
         return option
     plain_f32 = precision == "f32" and not quantized and not batch_invariant

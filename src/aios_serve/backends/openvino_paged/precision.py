@@ -28,9 +28,10 @@ Measured over HTTP on a 2-core Sapphire Rapids in one run (benchmarks/generation
 2026-12-06), against bf16 on AMX, Qwen2.5-Coder-0.5B / SmolLM2 / Qwen2.5-Coder-1.5B: one stream
 30.1 / 63.4 / 10.0 tok/s against 23.0 / 48.9 / 6.0; 16 streams 211.2 / 443.9 / 60.6 against
 163.0 / 342.9 / 44.1. bf16 gives the first token of a 500-token prompt sooner (0.47 / 0.30 / 2.07
-s against 0.90 / 0.45 / 3.36), and `inference_precision: bf16` keeps it on offer. On Zen 4 the
-issue that asked for this engine found f32 with int8 activations faster than bf16 on Qwen; Zen 3
-has no bf16. Until a CPU class is measured to differ, all take the same choice."""
+s against 0.90 / 0.45 / 3.36), and `inference_precision: bf16` keeps it on offer. On a 2-core
+Zen 4 (AVX-512 BF16, no AMX; 2026-12-07) f32 led everywhere: one stream 35.3 / 63.2 / 12.0
+against 30.9 / 55.8 / 9.6, 16 streams 243.9 / 472.7 / 72.7 against 147.0 / 366.5 / 44.2, a
+500-token prompt 0.99 / 0.48 / 4.20 s against 2.05 / 0.55 / 5.14. Zen 3 has no bf16."""
 
 
 def resolve(option: str) -> str:
