@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
@@ -110,10 +111,9 @@ class OpenVinoPagedModel(LlamaCppVocab):
                 request.set_tensor(name, tensor)
         self.pool = BlockPool(blocks, block_size(paged.compiled), prefix_caching)
         self.kv_cells = blocks * self.pool.block_size
-        with (
-            releasing(self.xml.with_suffix(".bin")),
-            releasing((few_rows_ir or self.xml).with_suffix(".bin")),
-        ):
+        with ExitStack() as weights_read_once:
+            for xml in dict.fromkeys((self.xml, few_rows_ir or self.xml)):  # each file once
+                weights_read_once.enter_context(releasing(xml.with_suffix(".bin")))
             self._warm_up()  # a prompt on the model for many rows, a decode step on the one for few
         log.info(
             "OpenVINO paged model %s: %s (int8 activations per %d; 0: off), %d layers, KV %s in %d "
